@@ -1,0 +1,27 @@
+"""Pure River: model presets, metrics by name, prequential evaluation, online models.
+
+Nothing here imports a Kafka client, rocksdict, :mod:`stream` or :mod:`state`; every piece can be
+driven by a plain iterable and compared with :mod:`river.evaluate` directly.
+"""
+
+from __future__ import annotations
+
+from learners.errors import LearnerError
+from learners.evaluation import Prequential
+from learners.fingerprint import fingerprint
+from learners.metrics import build_metric, metric_names
+from learners.online_model import OnlineModel
+from learners.presets import PRESETS, TASKS, PresetSpec, build_model
+
+__all__ = [
+    "PRESETS",
+    "TASKS",
+    "LearnerError",
+    "OnlineModel",
+    "PresetSpec",
+    "Prequential",
+    "build_metric",
+    "build_model",
+    "fingerprint",
+    "metric_names",
+]

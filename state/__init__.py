@@ -1,0 +1,31 @@
+"""Riverbed's on-disk state: checkpoints, pending labels and sealed model bytes.
+
+This package knows nothing of Kafka, River, :mod:`stream` or :mod:`learners`; it stores bytes
+and small msgpack-able dicts. See :mod:`state.store` for the recovery contract.
+"""
+
+from state.errors import (
+    CorruptStateError,
+    IncompatibleStateError,
+    MissingStateError,
+    StateError,
+    StateLockedError,
+)
+from state.pending import MemoryPendingLabels, PendingLabels, RocksPendingLabels
+from state.sealed import seal, unseal
+from state.store import Checkpoint, StateStore
+
+__all__ = [
+    "Checkpoint",
+    "CorruptStateError",
+    "IncompatibleStateError",
+    "MemoryPendingLabels",
+    "MissingStateError",
+    "PendingLabels",
+    "RocksPendingLabels",
+    "StateError",
+    "StateLockedError",
+    "StateStore",
+    "seal",
+    "unseal",
+]

@@ -1,0 +1,395 @@
+"""The pending-label store: what was predicted for an event, kept until its label arrives.
+
+Entries are opaque bytes keyed by event id (``str``), each with an event time ``ts`` (float
+seconds). The runtime puts an entry when it predicts, gets and deletes it when the label
+arrives, and expires entries whose label never came.
+
+Two implementations share the :class:`PendingLabels` contract:
+
+:class:`MemoryPendingLabels`
+    A plain dict plus a min-heap on ``ts``; for tests and for running without a state dir.
+:class:`RocksPendingLabels`
+    Backed by the checkpoint database (``StateStore.pending``). Every change stays in an
+    in-memory overlay until ``StateStore.commit`` writes it in the same atomic batch as the
+    model and the offsets, so the pending labels on disk always match the newest checkpoint.
+
+RocksDB layout (all keys and values are raw bytes; see :mod:`state.store`)::
+
+    b"p/" + id_utf8             -> ts8 + value
+    b"t/" + ts8 + id_utf8       -> b""                 time index, scanned by expire()
+    b"meta/pending_count"       -> u64 big-endian      live entries at the last commit
+
+``ts8`` is the IEEE-754 double in big-endian order with the sign bit flipped for non-negative
+numbers and every bit flipped for negative ones, so that byte order equals numeric order (see
+:func:`encode_ts`).
+
+Neither implementation is thread-safe: use one from a single thread (or one asyncio loop).
+"""
+
+from __future__ import annotations
+
+import abc
+import heapq
+import math
+import struct
+from typing import Final
+
+import rocksdict
+
+from state.errors import CorruptStateError, StateError
+
+PENDING_PREFIX: Final = b"p/"
+TIME_PREFIX: Final = b"t/"
+COUNT_KEY: Final = b"meta/pending_count"
+TS_SIZE: Final = 8
+
+_DOUBLE = struct.Struct(">d")
+_U64 = struct.Struct(">Q")
+_SIGN_BIT: Final = 1 << 63
+_ALL_BITS: Final = (1 << 64) - 1
+
+
+def encode_ts(ts: float) -> bytes:
+    """Encode an event time as 8 bytes whose byte order equals numeric order.
+
+    Parameters
+    ----------
+    ts
+        Event time in seconds; any float except NaN. ``-0.0`` is stored as ``0.0``.
+
+    Returns
+    -------
+    bytes
+        8 bytes; ``encode_ts(a) < encode_ts(b)`` exactly when ``a < b``.
+    """
+    (bits,) = _U64.unpack(_DOUBLE.pack(ts + 0.0))  # + 0.0 turns -0.0 into 0.0
+    bits = bits ^ _ALL_BITS if bits & _SIGN_BIT else bits | _SIGN_BIT
+    return _U64.pack(bits)
+
+
+def decode_ts(raw: bytes) -> float:
+    """Inverse of :func:`encode_ts`."""
+    (bits,) = _U64.unpack(raw)
+    bits = bits ^ _SIGN_BIT if bits & _SIGN_BIT else bits ^ _ALL_BITS
+    return _DOUBLE.unpack(_U64.pack(bits))[0]
+
+
+def _checked_ts(ts: float, name: str = "ts") -> float:
+    ts = float(ts)
+    if math.isnan(ts):
+        raise ValueError(f"{name} is NaN: pending labels need a comparable event time")
+    return ts + 0.0
+
+
+def _checked_id(event_id: str) -> str:
+    if not isinstance(event_id, str):
+        raise TypeError(f"event ids are str, got {type(event_id).__name__}")
+    return event_id
+
+
+class PendingLabels(abc.ABC):
+    """Opaque bytes keyed by event id, each with an event time, expirable by time."""
+
+    @abc.abstractmethod
+    def get(self, event_id: str) -> bytes | None:
+        """Return the value stored for ``event_id``, or ``None`` if there is none."""
+
+    @abc.abstractmethod
+    def put(self, event_id: str, ts: float, value: bytes) -> None:
+        """Store ``value`` for ``event_id`` at event time ``ts``, replacing any earlier entry."""
+
+    @abc.abstractmethod
+    def delete(self, event_id: str) -> None:
+        """Remove the entry for ``event_id``; no-op if there is none."""
+
+    @abc.abstractmethod
+    def expire(self, before_ts: float) -> int:
+        """Remove every entry whose ``ts < before_ts``.
+
+        Returns
+        -------
+        int
+            How many entries were removed.
+        """
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of live entries (exact)."""
+
+
+class MemoryPendingLabels(PendingLabels):
+    """In-memory pending labels: a dict and a lazily cleaned min-heap on ``ts``.
+
+    Nothing survives the process; use :class:`RocksPendingLabels` (via ``StateStore.pending``)
+    for state that must.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, bytes]] = {}
+        self._by_time: list[tuple[float, str]] = []
+
+    def get(self, event_id: str) -> bytes | None:
+        entry = self._entries.get(_checked_id(event_id))
+        return None if entry is None else entry[1]
+
+    def put(self, event_id: str, ts: float, value: bytes) -> None:
+        event_id = _checked_id(event_id)
+        ts = _checked_ts(ts)
+        self._entries[event_id] = (ts, bytes(value))
+        heapq.heappush(self._by_time, (ts, event_id))
+        if len(self._by_time) > 2 * len(self._entries) + 1024:
+            self._rebuild_heap()
+
+    def delete(self, event_id: str) -> None:
+        self._entries.pop(_checked_id(event_id), None)
+
+    def expire(self, before_ts: float) -> int:
+        before_ts = _checked_ts(before_ts, "before_ts")
+        removed = 0
+        heap = self._by_time
+        while heap and heap[0][0] < before_ts:
+            ts, event_id = heapq.heappop(heap)
+            entry = self._entries.get(event_id)
+            if entry is not None and entry[0] == ts:  # else a stale heap item: overwritten/deleted
+                del self._entries[event_id]
+                removed += 1
+        return removed
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _rebuild_heap(self) -> None:
+        self._by_time = [(ts, event_id) for event_id, (ts, _) in self._entries.items()]
+        heapq.heapify(self._by_time)
+
+
+class _Tombstone:
+    """Overlay marker: the entry is deleted (in the overlay; maybe still in the database)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOMBSTONE"
+
+
+TOMBSTONE: Final = _Tombstone()
+
+
+class RocksPendingLabels(PendingLabels):
+    """Pending labels in the checkpoint database, changed through an in-memory overlay.
+
+    Reads consult the overlay first, then the database. Writes (``put``, ``delete``, ``expire``)
+    only change the overlay; ``StateStore.commit`` writes the overlay into its checkpoint batch
+    (:meth:`stage_into`) and clears it once the batch is durable (:meth:`mark_committed`).
+    Closing the store without a commit discards the overlay, exactly as a crash would.
+
+    Do not construct this yourself; use ``StateStore.pending``.
+
+    Parameters
+    ----------
+    db
+        The store's database, opened with ``raw_mode=True``.
+    read_only
+        Refuse ``put``, ``delete`` and ``expire`` (the store was opened read-only).
+    """
+
+    def __init__(self, db: rocksdict.Rdict, *, read_only: bool = False) -> None:
+        self._db = db
+        self._read_only = read_only
+        self._overlay: dict[str, tuple[float, bytes] | _Tombstone] = {}
+        self._index_changes: dict[bytes, bool] = {}  # time-index key -> put (True) / delete
+        self._overlay_by_time: list[tuple[float, str]] = []  # live overlay puts; lazily cleaned
+        self._db_expired_below: bytes | None = None  # DB time index already expired up to here
+        self._committed_count = self._read_committed_count()
+        self._count = self._committed_count
+
+    # -- PendingLabels -------------------------------------------------------------------------
+
+    def get(self, event_id: str) -> bytes | None:
+        entry = self._overlay.get(_checked_id(event_id))
+        if entry is TOMBSTONE:
+            return None
+        if entry is not None:
+            return entry[1]  # type: ignore[index]
+        raw = self._db_get(event_id)
+        return None if raw is None else raw[TS_SIZE:]
+
+    def put(self, event_id: str, ts: float, value: bytes) -> None:
+        self._refuse_if_read_only("put")
+        event_id = _checked_id(event_id)
+        ts = _checked_ts(ts)
+        value = bytes(value)
+        old_ts = self._current_ts(event_id)
+        if old_ts is None:
+            self._count += 1
+        else:
+            self._index_changes[_time_key(old_ts, event_id)] = False
+        self._index_changes[_time_key(ts, event_id)] = True
+        self._overlay[event_id] = (ts, value)
+        heapq.heappush(self._overlay_by_time, (ts, event_id))
+
+    def delete(self, event_id: str) -> None:
+        self._refuse_if_read_only("delete")
+        event_id = _checked_id(event_id)
+        ts = self._current_ts(event_id)
+        if ts is not None:
+            self._remove(event_id, ts)
+
+    def expire(self, before_ts: float) -> int:
+        """Remove every entry whose ``ts < before_ts``, in the overlay and in the database.
+
+        Overlay entries are found through a min-heap; committed entries through the database's
+        time index, scanned from ``b"t/"`` up to ``before_ts`` (a database entry whose id has
+        an overlay entry is skipped: the overlay is newer). Removals go into the overlay.
+        Between commits the database does not change, so a later call resumes the scan where
+        the previous one stopped.
+
+        Returns
+        -------
+        int
+            How many entries were removed.
+        """
+        self._refuse_if_read_only("expire")
+        before_ts = _checked_ts(before_ts, "before_ts")
+        removed = 0
+
+        heap = self._overlay_by_time
+        while heap and heap[0][0] < before_ts:
+            ts, event_id = heapq.heappop(heap)
+            entry = self._overlay.get(event_id)
+            if isinstance(entry, tuple) and entry[0] == ts:
+                self._remove(event_id, ts)
+                removed += 1
+
+        bound = TIME_PREFIX + encode_ts(before_ts)
+        start = self._db_expired_below or TIME_PREFIX
+        if start < bound:
+            victims: list[tuple[str, float]] = []
+            for key in self._db_keys_between(start, bound):
+                ts, event_id = _parse_time_key(key)
+                if event_id not in self._overlay:
+                    victims.append((event_id, ts))
+            for event_id, ts in victims:
+                self._remove(event_id, ts)
+            removed += len(victims)
+            self._db_expired_below = bound
+        return removed
+
+    def __len__(self) -> int:
+        return self._count
+
+    # -- used by StateStore --------------------------------------------------------------------
+
+    @property
+    def overlay_size(self) -> int:
+        """Number of event ids changed since the last commit."""
+        return len(self._overlay)
+
+    def stage_into(self, batch: rocksdict.WriteBatch) -> None:
+        """Add the overlay's changes and the live count to ``batch`` (a raw-mode WriteBatch)."""
+        for event_id, entry in self._overlay.items():
+            key = PENDING_PREFIX + event_id.encode("utf-8")
+            if entry is TOMBSTONE:
+                batch.delete(key)
+            else:
+                ts, value = entry  # type: ignore[misc]
+                batch.put(key, encode_ts(ts) + value)
+        for key, is_put in self._index_changes.items():
+            if is_put:
+                batch.put(key, b"")
+            else:
+                batch.delete(key)
+        batch.put(COUNT_KEY, _U64.pack(self._count))
+
+    def mark_committed(self) -> None:
+        """The staged batch is durable: the overlay is now the database's content."""
+        self._clear_overlay()
+        self._committed_count = self._count
+
+    def discard_overlay(self) -> None:
+        """Forget every change since the last commit (what a crash does)."""
+        self._clear_overlay()
+        self._count = self._committed_count
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _clear_overlay(self) -> None:
+        self._overlay.clear()
+        self._index_changes.clear()
+        self._overlay_by_time.clear()
+        self._db_expired_below = None
+
+    def _remove(self, event_id: str, ts: float) -> None:
+        self._index_changes[_time_key(ts, event_id)] = False
+        self._overlay[event_id] = TOMBSTONE
+        self._count -= 1
+
+    def _current_ts(self, event_id: str) -> float | None:
+        entry = self._overlay.get(event_id)
+        if entry is TOMBSTONE:
+            return None
+        if entry is not None:
+            return entry[0]  # type: ignore[index]
+        raw = self._db_get(event_id)
+        return None if raw is None else decode_ts(raw[:TS_SIZE])
+
+    def _db_get(self, event_id: str) -> bytes | None:
+        raw = self._db.get(PENDING_PREFIX + event_id.encode("utf-8"))
+        if raw is not None and len(raw) < TS_SIZE:
+            raise CorruptStateError(
+                f"pending label {event_id!r} in the state dir is {len(raw)} bytes, shorter than "
+                f"its {TS_SIZE}-byte event time: the state dir is damaged; start from a fresh "
+                f"[state] dir"
+            )
+        return raw
+
+    def _db_keys_between(self, start: bytes, stop: bytes) -> list[bytes]:
+        keys = []
+        it = self._db.iter()
+        it.seek(start)
+        while it.valid():
+            key = it.key()
+            if key >= stop:
+                break
+            keys.append(key)
+            it.next()
+        return keys
+
+    def _read_committed_count(self) -> int:
+        raw = self._db.get(COUNT_KEY)
+        if raw is None:
+            return 0
+        if len(raw) != _U64.size:
+            raise CorruptStateError(
+                f"the pending-label count in the state dir is {len(raw)} bytes, not 8: the state "
+                f"dir is damaged; start from a fresh [state] dir"
+            )
+        return _U64.unpack(raw)[0]
+
+    def _refuse_if_read_only(self, operation: str) -> None:
+        if self._read_only:
+            raise StateError(
+                f"cannot {operation} pending labels: the state store was opened read-only "
+                f"(as `riverbed status` does); open it read-write to change it"
+            )
+
+
+def _time_key(ts: float, event_id: str) -> bytes:
+    return TIME_PREFIX + encode_ts(ts) + event_id.encode("utf-8")
+
+
+def _parse_time_key(key: bytes) -> tuple[float, str]:
+    header = len(TIME_PREFIX) + TS_SIZE
+    if len(key) < header:
+        raise CorruptStateError(
+            f"time-index key {key!r} in the state dir is too short: the state dir is damaged; "
+            f"start from a fresh [state] dir"
+        )
+    try:
+        event_id = key[header:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptStateError(
+            f"time-index key {key!r} in the state dir holds an id that is not UTF-8: the state "
+            f"dir is damaged; start from a fresh [state] dir"
+        ) from None
+    return decode_ts(key[len(TIME_PREFIX) : header]), event_id

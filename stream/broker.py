@@ -1,0 +1,746 @@
+"""A local single-node Apache Kafka 4.x broker (KRaft, combined broker + controller).
+
+No tarball and no Docker: Maven resolves ``org.apache.kafka:kafka_2.13:<version>`` plus an SLF4J
+binding into a per-user jar cache once, and the broker runs as ``java -cp '<libs>/*'
+kafka.Kafka server.properties`` on loopback only.
+
+Files
+-----
+Jar cache (shared read-only by every broker of one Kafka version)::
+
+    ${XDG_CACHE_HOME:-~/.cache}/riverbed/kafka-<version>/
+        pom.xml, libs/*.jar, riverbed-install-complete   (marker written last)
+
+Broker directory (``[broker] dir``, default keyed by port so that two brokers never share
+files)::
+
+    ${XDG_DATA_HOME:-~/.local/share}/riverbed/broker-<port>/
+        server.properties   rendered from the config on every start
+        cluster.id          22 url-safe base64 characters, created once
+        data/               log.dirs: topic data and the KRaft metadata log
+        format.log          output of the one-time ``kafka.tools.StorageTool format``
+        broker.log          stdout + stderr of the broker (the previous run's in broker.log.1)
+        broker.pid          pid of the running broker
+
+Logging in the jars
+-------------------
+The Kafka POM brings no SLF4J binding, so ``slf4j-simple`` is added (Kafka 4.x is on
+slf4j-api 1.7.36, the 1.7 binding mechanism). ``log4j-api`` and ``log4j-core`` arrive through
+``kafka-server`` and both stay: ``kafka.utils.Log4jControllerRegistration`` loads
+``org.apache.kafka.server.logger.LoggingController``, which needs ``log4j-api`` at class-load
+time (without it both ``kafka.Kafka`` and ``StorageTool`` die with ``NoClassDefFoundError``),
+and without ``log4j-core`` as its provider every JVM start prints ``ERROR Log4j API could not
+find a logging provider``. They do not compete with slf4j-simple: log4j-core is not an SLF4J
+binding, so all broker logging goes through slf4j-simple to ``broker.log``.
+
+Record timestamps: Kafka 4.x keeps its default ``log.message.timestamp.after.max.ms`` (one
+hour); replayed synthetic event times belong in the payload ``ts``, not the record timestamp.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from stream.config import Config
+from stream.errors import BrokerError, KafkaUnavailableError
+from stream.topics import cluster_info, port_accepts
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+MIN_JAVA_MAJOR = 17
+MIN_KAFKA_MAJOR = 4
+MIN_HEAP_MB = 128
+INITIAL_HEAP_MB = 256
+SCALA_SUFFIX = "2.13"
+SLF4J_SIMPLE_VERSION = "1.7.36"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+INSTALL_MARKER = "riverbed-install-complete"
+MAVEN_TIMEOUT_S = 1800.0
+FORMAT_TIMEOUT_S = 120.0
+READY_PROBE_TIMEOUT_S = 2.0
+POLL_INTERVAL_S = 0.25
+KILL_WAIT_S = 10.0
+
+JAVA_HINT = "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
+MAVEN_HINT = "install Apache Maven (Debian: apt-get install maven); it downloads the Kafka jars once"
+
+# Settings for one combined broker+controller on a small (2-core) machine; see FACTS.md.
+SINGLE_NODE_SETTINGS: dict[str, str] = {
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "offsets.topic.num.partitions": "1",
+    "transaction.state.log.num.partitions": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "num.network.threads": "2",
+    "num.io.threads": "2",
+    "background.threads": "2",
+    "log.cleaner.dedupe.buffer.size": "33554432",
+    "auto.create.topics.enable": "false",
+}
+
+# Popen objects of brokers this interpreter launched, kept so that they are reaped (no
+# zombies, no "still running" ResourceWarning) and so that stop() can wait on them.
+_LAUNCHED: dict[int, subprocess.Popen] = {}
+
+
+# -- paths --------------------------------------------------------------------------------------
+
+
+def _xdg_dir(variable: str, fallback: str) -> Path:
+    value = os.environ.get(variable, "")
+    return Path(value) if os.path.isabs(value) else Path.home() / fallback
+
+
+def default_broker_dir(port: int) -> Path:
+    """The default broker directory, one per port: ``$XDG_DATA_HOME/riverbed/broker-<port>``."""
+    return _xdg_dir("XDG_DATA_HOME", ".local/share") / "riverbed" / f"broker-{port}"
+
+
+def jar_cache_dir(kafka_version: str) -> Path:
+    """Where the jars of one Kafka version live: ``$XDG_CACHE_HOME/riverbed/kafka-<version>``."""
+    return _xdg_dir("XDG_CACHE_HOME", ".cache") / "riverbed" / f"kafka-{kafka_version}"
+
+
+# -- pure renderers -----------------------------------------------------------------------------
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: the 22 url-safe base64 characters of a random UUID.
+
+    Like Kafka's own ``Uuid.randomUuid``, it never starts with ``-`` (it would read as an
+    option on the ``StorageTool`` command line).
+
+    >>> cid = new_cluster_id()
+    >>> len(cid), cid.startswith("-")
+    (22, False)
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii")[:22]
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def render_server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+    """``server.properties`` for a single combined broker+controller on loopback."""
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        **SINGLE_NODE_SETTINGS,
+    }
+    lines = ["# Written by riverbed on every `riverbed broker start`: change the riverbed config,"]
+    lines.append("# not this file.")
+    lines += [f"{key}={value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_pom(kafka_version: str) -> str:
+    """A ``pom``-packaged project whose runtime classpath is the broker."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- Written by riverbed: the runtime classpath of a local Apache Kafka {kafka_version} broker. -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>riverbed.local</groupId>
+  <artifactId>kafka-broker</artifactId>
+  <version>{kafka_version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_{SCALA_SUFFIX}</artifactId>
+      <version>{kafka_version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-simple</artifactId>
+      <version>{SLF4J_SIMPLE_VERSION}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+def broker_command(java: str, libs: Path, heap_mb: int, properties: Path) -> list[str]:
+    """The ``java`` command line of the broker."""
+    return [
+        java,
+        f"-Xms{min(INITIAL_HEAP_MB, heap_mb)}m",
+        f"-Xmx{heap_mb}m",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        "-Dorg.slf4j.simpleLogger.showDateTime=true",
+        "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss,SSS",
+        "-cp",
+        f"{libs}/*",
+        "kafka.Kafka",
+        str(properties),
+    ]
+
+
+def parse_java_major(version_output: str) -> int | None:
+    """The major version in ``java -version`` output (``1.8`` counts as 8).
+
+    >>> parse_java_major('openjdk version "17.0.15" 2025-04-15')
+    17
+    >>> parse_java_major('java version "1.8.0_402"')
+    8
+    """
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if match is None:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def last_error(log_text: str) -> str | None:
+    """The last ERROR line of a broker log, with the exception line that follows it, if any.
+
+    Falls back to the last line that mentions an exception or error, then to the last
+    non-blank line.
+
+    >>> last_error("[main] INFO ok\\n[main] ERROR Exiting Kafka\\norg.x.KafkaException: bind\\n")
+    '[main] ERROR Exiting Kafka (org.x.KafkaException: bind)'
+    """
+    lines = [line.rstrip() for line in log_text.splitlines()]
+    for index in range(len(lines) - 1, -1, -1):
+        if re.search(r"\bERROR\b", lines[index]):
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            if re.match(r"^[\w.$]+(Exception|Error)\b", following):
+                return _shorten(f"{lines[index]} ({following})")
+            return _shorten(lines[index])
+    for line in reversed(lines):
+        if re.search(r"(Exception|Error)\b", line):
+            return _shorten(line.strip())
+    non_blank = [line for line in lines if line.strip()]
+    return _shorten(non_blank[-1].strip()) if non_blank else None
+
+
+def _shorten(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    properties = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")) and "=" in line:
+            key, _, value = line.partition("=")
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+# -- tools --------------------------------------------------------------------------------------
+
+
+def find_java() -> str:
+    """``$JAVA_HOME/bin/java`` if set, else ``java`` on ``PATH``; a one-line error if absent."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        candidate = Path(java_home) / "bin" / "java"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("java")
+    if found is None:
+        raise BrokerError(f"java not found: {JAVA_HINT}")
+    return found
+
+
+def require_java() -> str:
+    """A Java 17+ executable, or :class:`BrokerError` saying what to install."""
+    java = find_java()
+    try:
+        result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BrokerError(f"{java} -version failed ({exc}): {JAVA_HINT}") from exc
+    major = parse_java_major(result.stderr + result.stdout)
+    if major is None or major < MIN_JAVA_MAJOR:
+        found = f"Java {major}" if major else "an unrecognised Java"
+        raise BrokerError(
+            f"{java} is {found}, but Kafka 4.x needs Java {MIN_JAVA_MAJOR}+: {JAVA_HINT}, "
+            "then put it first on PATH or set JAVA_HOME"
+        )
+    return java
+
+
+def require_maven() -> str:
+    """The ``mvn`` executable, or :class:`BrokerError` saying what to install."""
+    found = shutil.which("mvn")
+    if found is None:
+        raise BrokerError(f"mvn not found: {MAVEN_HINT}")
+    return found
+
+
+def check_kafka_version(kafka_version: str) -> None:
+    """Reject versions the launcher cannot run (it writes KRaft-only, 4.x settings)."""
+    match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", kafka_version)
+    if match is None or int(match.group(1)) < MIN_KAFKA_MAJOR:
+        raise BrokerError(
+            f"[broker] kafka_version = {kafka_version!r} is not supported: set a Kafka "
+            f"{MIN_KAFKA_MAJOR}.x release such as 4.1.1"
+        )
+
+
+# -- installation -------------------------------------------------------------------------------
+
+
+def install_kafka_jars(kafka_version: str) -> Path:
+    """Resolve the broker's jars into the per-user cache once; return the ``libs`` folder.
+
+    Idempotent: when the completion marker exists nothing is run. Maven downloads into a
+    temporary sibling folder that is renamed into place only after the marker is written,
+    so an interrupted download is never used.
+    """
+    target = jar_cache_dir(kafka_version)
+    if (target / INSTALL_MARKER).is_file():
+        return target / "libs"
+    check_kafka_version(kafka_version)
+    mvn = require_maven()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".partial", dir=target.parent))
+    started = time.monotonic()
+    try:
+        print(
+            f"riverbed: downloading the Apache Kafka {kafka_version} jars with Maven into "
+            f"{target} (first time only, about 45 MB) ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        _run_maven(mvn, staging, kafka_version)
+        (staging / INSTALL_MARKER).write_text(f"kafka {kafka_version}\n", encoding="utf-8")
+        _publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    jars = len(list((target / "libs").glob("*.jar")))
+    logger.info("installed %d jars of Kafka %s into %s in %.1f s",
+                jars, kafka_version, target, time.monotonic() - started)
+    return target / "libs"
+
+
+def _run_maven(mvn: str, staging: Path, kafka_version: str) -> None:
+    pom = staging / "pom.xml"
+    pom.write_text(render_pom(kafka_version), encoding="utf-8")
+    command = [
+        mvn, "-B", "-q", "-f", str(pom),
+        f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+        f"-DoutputDirectory={staging / 'libs'}",
+        "-DincludeScope=runtime",
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise BrokerError(
+            f"Maven did not finish fetching Kafka {kafka_version} within {MAVEN_TIMEOUT_S:g} s; "
+            "check access to Maven Central (proxies go in ~/.m2/settings.xml)"
+        ) from exc
+    broker_jar = staging / "libs" / f"kafka_{SCALA_SUFFIX}-{kafka_version}.jar"
+    if result.returncode != 0 or not broker_jar.is_file():
+        output = result.stdout + result.stderr
+        errors = [line for line in output.splitlines() if line.startswith("[ERROR]")]
+        detail = _shorten(errors[0] if errors else last_error(output) or "no output")
+        raise BrokerError(
+            f"Maven could not fetch Kafka {kafka_version} (exit {result.returncode}): {detail}; "
+            "check access to Maven Central (proxies go in ~/.m2/settings.xml) and "
+            "[broker] kafka_version"
+        )
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``; tolerate a concurrent installer that won the race."""
+    if target.exists() and not (target / INSTALL_MARKER).is_file():
+        shutil.rmtree(target)  # an incomplete layout left by something else: never used
+    try:
+        staging.rename(target)
+    except OSError:
+        if not (target / INSTALL_MARKER).is_file():
+            raise
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def _process_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from ``/proc``, or ``None`` if it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _pid_alive(pid: int) -> bool:
+    launched = _LAUNCHED.get(pid)
+    if launched is not None:
+        return launched.poll() is None
+    return _process_state(pid) not in (None, "Z", "X")
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _wait_for_exit(pid: int, timeout_s: float) -> bool:
+    launched = _LAUNCHED.get(pid)
+    if launched is not None:
+        try:
+            launched.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        _LAUNCHED.pop(pid, None)
+        return True
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+# -- the broker ---------------------------------------------------------------------------------
+
+
+class LocalBroker:
+    """A single-node Kafka 4.x (KRaft) on ``127.0.0.1:[broker] port``, run from Maven jars.
+
+    Parameters
+    ----------
+    config
+        Uses ``config.broker.{port, controller_port, dir, kafka_version, heap_mb,
+        start_timeout_s}``.
+
+    Examples
+    --------
+    >>> from stream.config import load_config
+    >>> broker = LocalBroker(load_config(None, env={"RIVERBED_BROKER_PORT": "19092"}))
+    >>> broker.bootstrap
+    '127.0.0.1:19092'
+    >>> broker.dir.name
+    'broker-19092'
+    """
+
+    def __init__(self, config: Config):
+        settings = config.broker
+        self.port: int = settings.port
+        self.controller_port: int = settings.controller_port
+        self.kafka_version: str = settings.kafka_version
+        self.heap_mb: int = settings.heap_mb
+        self.start_timeout_s: float = settings.start_timeout_s
+        self.bootstrap: str = f"{HOST}:{self.port}"
+        self.dir: Path = (
+            Path(settings.dir).expanduser().resolve() if settings.dir
+            else default_broker_dir(self.port)
+        )
+
+    def __repr__(self) -> str:
+        return f"LocalBroker({self.bootstrap}, dir={str(self.dir)!r})"
+
+    @property
+    def properties_path(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "broker.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.dir / "broker.pid"
+
+    @property
+    def cluster_id_path(self) -> Path:
+        return self.dir / "cluster.id"
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def install(self) -> Path:
+        """Fetch this version's jars into the per-user cache once; see :func:`install_kafka_jars`."""
+        return install_kafka_jars(self.kafka_version)
+
+    def start(self) -> bool:
+        """Start the broker unless one already answers; ``True`` when this call started it.
+
+        Raises
+        ------
+        BrokerError
+            When Java 17+ or Maven is missing, a port is taken by something that is not this
+            Kafka broker, or the broker dies or does not answer within ``start_timeout_s``
+            (the message names the log file and quotes its last error).
+        """
+        if cluster_info(self.bootstrap, timeout_s=READY_PROBE_TIMEOUT_S) is not None:
+            logger.info("Kafka broker already running on %s", self.bootstrap)
+            return False
+        if self._adopt_starting_broker():
+            return False
+        self._check_ports_free()
+        self._check_settings()
+        java = require_java()
+        libs = self.install()
+        self._prepare_dir(java, libs)
+        started = time.monotonic()
+        pid = self._launch(java, libs)
+        self._wait_until_ready(pid, started)
+        logger.info("started Kafka %s on %s (pid %d) in %.1f s; log: %s",
+                    self.kafka_version, self.bootstrap, pid, time.monotonic() - started,
+                    self.log_path)
+        return True
+
+    def stop(self, timeout_s: float = 30) -> bool:
+        """Stop the broker started from this directory; ``False`` when none was running.
+
+        Sends SIGTERM (Kafka shuts down cleanly), then SIGKILL after ``timeout_s``. Only a
+        process whose command line is ``kafka.Kafka`` with this directory's
+        ``server.properties`` is ever signalled.
+        """
+        pid = self.running_pid()
+        if pid is None:
+            self.pid_path.unlink(missing_ok=True)
+            if port_accepts(HOST, self.port):
+                logger.warning("something listens on %s, but it was not started from %s; "
+                               "not stopping it", self.bootstrap, self.dir)
+            return False
+        started = time.monotonic()
+        _signal(pid, signal.SIGTERM)
+        if not _wait_for_exit(pid, timeout_s):
+            logger.warning("Kafka (pid %d) did not stop within %g s; killing it", pid, timeout_s)
+            _signal(pid, signal.SIGKILL)
+            _wait_for_exit(pid, KILL_WAIT_S)
+        self.pid_path.unlink(missing_ok=True)
+        logger.info("stopped Kafka on %s (pid %d) in %.1f s",
+                    self.bootstrap, pid, time.monotonic() - started)
+        return True
+
+    def status(self) -> dict | None:
+        """What answers on the port, or ``None`` if nothing does.
+
+        Returns
+        -------
+        dict or None
+            ``{"bootstrap", "cluster_id", "pid", "dir", "kafka_version"}``; ``pid`` is
+            ``None`` when the broker answering was not started from this directory, and then
+            ``kafka_version`` is ``None`` too (it is unknown).
+        """
+        info = cluster_info(self.bootstrap)
+        if info is None:
+            return None
+        pid = self.running_pid()
+        return {
+            "bootstrap": self.bootstrap,
+            "cluster_id": info["cluster_id"],
+            "pid": pid,
+            "dir": str(self.dir),
+            "kafka_version": self._running_version(pid) if pid is not None else None,
+        }
+
+    def running_pid(self) -> int | None:
+        """The pid in ``broker.pid`` if it is a live ``kafka.Kafka`` started from this directory."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if not _pid_alive(pid):
+            return None
+        command = _cmdline(pid)
+        if "kafka.Kafka" not in command or str(self.properties_path) not in command:
+            return None
+        return pid
+
+    # -- start, step by step --------------------------------------------------------------------
+
+    def _adopt_starting_broker(self) -> bool:
+        """Wait for a broker of this directory that is still starting; refuse a foreign port."""
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        running_port = self._configured_port()
+        if running_port != self.port:
+            raise BrokerError(
+                f"{self.dir} belongs to the broker on port {running_port} (pid {pid}); "
+                "give each broker its own [broker] dir"
+            )
+        logger.info("Kafka (pid %d) from %s is starting; waiting for it", pid, self.dir)
+        self._wait_until_ready(pid, time.monotonic())
+        return True
+
+    def _configured_port(self) -> int | None:
+        listeners = _read_properties(self.properties_path).get("listeners", "")
+        match = re.search(r"PLAINTEXT://[^,]*:(\d+)", listeners)
+        return int(match.group(1)) if match else None
+
+    def _check_ports_free(self) -> None:
+        if port_accepts(HOST, self.port):
+            raise BrokerError(
+                f"port {self.port} on {HOST} is taken by a process that is not a Kafka broker "
+                "(it accepts connections but does not answer Kafka metadata requests); stop it "
+                "or set [broker] port to a free port"
+            )
+        if port_accepts(HOST, self.controller_port):
+            raise BrokerError(
+                f"controller port {self.controller_port} on {HOST} is already in use; stop that "
+                "process or set [broker] controller_port to a free port"
+            )
+
+    def _check_settings(self) -> None:
+        if self.port == self.controller_port:
+            raise BrokerError(
+                f"[broker] port and controller_port are both {self.port}; give them different ports"
+            )
+        if self.heap_mb < MIN_HEAP_MB:
+            raise BrokerError(
+                f"[broker] heap_mb = {self.heap_mb} is too small; use at least {MIN_HEAP_MB} "
+                "(768 is comfortable)"
+            )
+        check_kafka_version(self.kafka_version)
+
+    def _prepare_dir(self, java: str, libs: Path) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.properties_path.write_text(
+            render_server_properties(self.port, self.controller_port, self.data_dir),
+            encoding="utf-8",
+        )
+        if not (self.data_dir / "meta.properties").is_file():
+            self._format_storage(java, libs)
+
+    def _cluster_id(self) -> str:
+        try:
+            return self.cluster_id_path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            cluster_id = new_cluster_id()
+            self.cluster_id_path.write_text(cluster_id + "\n", encoding="utf-8")
+            return cluster_id
+
+    def _format_storage(self, java: str, libs: Path) -> None:
+        cluster_id = self._cluster_id()
+        command = [
+            java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
+            "-t", cluster_id, "-c", str(self.properties_path), "--ignore-formatted",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S)
+        format_log = self.dir / "format.log"
+        format_log.write_text(result.stdout + result.stderr, encoding="utf-8")
+        if result.returncode != 0:
+            raise BrokerError(
+                f"formatting Kafka storage in {self.data_dir} failed (exit {result.returncode}): "
+                f"{last_error(result.stdout + result.stderr)}; see {format_log}"
+            )
+        logger.info("formatted Kafka storage in %s (cluster id %s)", self.data_dir, cluster_id)
+
+    def _launch(self, java: str, libs: Path) -> int:
+        if self.log_path.exists():
+            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
+        command = broker_command(java, libs, self.heap_mb, self.properties_path)
+        with open(self.log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                command,
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _LAUNCHED[process.pid] = process
+        self.pid_path.write_text(f"{process.pid}\n", encoding="utf-8")
+        return process.pid
+
+    def _wait_until_ready(self, pid: int, started: float) -> None:
+        deadline = started + self.start_timeout_s
+        while True:
+            if not _pid_alive(pid):
+                _wait_for_exit(pid, 0)
+                self.pid_path.unlink(missing_ok=True)
+                raise BrokerError(
+                    f"Kafka (pid {pid}) exited during start-up; {self._log_excerpt()}"
+                )
+            if cluster_info(self.bootstrap, timeout_s=READY_PROBE_TIMEOUT_S) is not None:
+                return
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise BrokerError(
+                    f"Kafka did not answer on {self.bootstrap} within {self.start_timeout_s:g} s "
+                    f"and was stopped; {self._log_excerpt()}; on a slow machine raise "
+                    "[broker] start_timeout_s"
+                )
+            time.sleep(POLL_INTERVAL_S)
+
+    def _log_excerpt(self) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return f"no log at {self.log_path}"
+        line = last_error(text)
+        return f"see {self.log_path}" + (f"; last error: {line}" if line else " (empty)")
+
+    def _running_version(self, pid: int) -> str:
+        for part in _cmdline(pid):
+            match = re.search(r"kafka-([^/]+)/libs/\*$", part)
+            if match:
+                return match.group(1)
+        return self.kafka_version
+
+
+# -- what the CLI and services call -------------------------------------------------------------
+
+
+def resolve_bootstrap(config: Config) -> str:
+    """``[kafka] bootstrap_servers`` when set, else the local broker's address."""
+    return config.kafka.bootstrap_servers or LocalBroker(config).bootstrap
+
+
+def ensure_kafka(config: Config) -> str:
+    """Make sure Kafka answers and return its bootstrap string.
+
+    With ``[kafka] bootstrap_servers`` set, only check that it answers (never start
+    anything); otherwise start the local broker if none answers.
+
+    Raises
+    ------
+    KafkaUnavailableError
+        When the configured servers do not answer.
+    BrokerError
+        When the local broker cannot be started.
+    """
+    servers = config.kafka.bootstrap_servers
+    if not servers:
+        broker = LocalBroker(config)
+        broker.start()
+        return broker.bootstrap
+    if cluster_info(servers, timeout_s=config.kafka.request_timeout_s) is None:
+        raise KafkaUnavailableError(
+            f"Kafka at {servers} ([kafka] bootstrap_servers) does not answer; start it (the "
+            "local broker: `riverbed broker start`) or fix [kafka] bootstrap_servers"
+        )
+    return servers

@@ -1,0 +1,374 @@
+"""The ``riverbed`` command line.
+
+Every command takes ``--config PATH`` before the subcommand (or ``RIVERBED_CONFIG``). A user
+error prints one line, ``riverbed: error: <what is wrong and what to do>``, and exits non-zero,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from typing import Sequence
+
+from learners.errors import LearnerError
+from state.errors import StateError
+from stream import __version__
+from stream.config import Config, load_config
+from stream.errors import ConfigError, RiverbedError
+
+log = logging.getLogger("riverbed")
+
+USER_ERRORS = (RiverbedError, LearnerError, StateError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with riverbed's one-line error format."""
+
+    def error(self, message: str) -> None:  # pragma: no cover - exercised through main()
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="riverbed",
+        description="Streaming online learning on Kafka: predict every event at once, learn from "
+        "delayed labels, checkpoint exactly once.",
+        epilog="Configuration: defaults < --config file (or RIVERBED_CONFIG) < RIVERBED_<SECTION>_<KEY> "
+        "environment variables. See README.md for every key.",
+    )
+    parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $RIVERBED_CONFIG, else built-in defaults)")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="override [log] level")
+    parser.add_argument("--version", action="version", version=f"riverbed {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="predict events, join labels, learn and checkpoint until stopped")
+    run.add_argument(
+        "--exit-when-idle", type=_positive_float, metavar="SECONDS",
+        help="once caught up and idle for SECONDS, checkpoint and exit 0",
+    )
+
+    broker = sub.add_parser("broker", help="the embedded local Apache Kafka broker (KRaft, single node)")
+    broker_sub = broker.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    broker_sub.required = True
+    broker_sub.add_parser("start", help="download (once) and start the local broker; idempotent")
+    broker_sub.add_parser("stop", help="stop the local broker")
+    broker_sub.add_parser("status", help="exit 0 when a broker answers, 1 otherwise")
+
+    topics = sub.add_parser("topics", help="topic administration")
+    topics_sub = topics.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    topics_sub.required = True
+    topics_sub.add_parser("create", help="create the events, labels, predictions and deadletter topics (idempotent)")
+
+    produce = sub.add_parser("produce", help="replay a dataset as events and delayed labels")
+    source = produce.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", metavar="NAME", help="a River dataset shipped with River, or sea, agrawal, sea_drift")
+    source.add_argument("--file", metavar="PATH", help="a .csv or .jsonl file (needs --target)")
+    produce.add_argument("--target", metavar="COL", help="the label column of --file")
+    produce.add_argument("--label-delay", type=_count, default=0, metavar="N",
+                         help="reveal the label of event i just before event i+N (0: just after event i)")
+    produce.add_argument("--label-fraction", type=_fraction, default=1.0, metavar="F",
+                         help="publish labels for this fraction of events (seeded)")
+    produce.add_argument("--limit", type=_count, metavar="N", help="publish at most N events")
+    produce.add_argument("--seed", type=int, default=42, help="seed for synthetic data and label sampling")
+    produce.add_argument("--drift-at", type=_count, metavar="N", help="sea_drift: event index of the concept change")
+    produce.add_argument("--format", choices=("msgpack", "json"), default="msgpack", help="message encoding")
+    produce.add_argument("--start-ts", type=_positive_float, metavar="EPOCH_S",
+                         help="event time of the first event (default: now, whole seconds)")
+    produce.add_argument("--interval-s", type=_positive_float, default=1.0, metavar="S",
+                         help="event time between consecutive events")
+    produce.add_argument("--id-prefix", metavar="P", help="event ids are P-0, P-1, … (default: the dataset name)")
+    produce.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    tail = sub.add_parser("tail", help="print decoded messages of a topic as JSON lines")
+    tail.add_argument("--topic", help="topic name (default: [topics] predictions)")
+    tail.add_argument("--limit", type=_count, metavar="N", help="stop after N messages")
+    tail.add_argument("--from-end", action="store_true", help="only messages that arrive from now on")
+    tail.add_argument("--idle-timeout", type=_positive_float, default=2.0, metavar="S",
+                      help="stop when nothing arrives for S seconds (0: follow forever)")
+
+    status = sub.add_parser("status", help="model, metrics, counts and offsets of the latest checkpoint")
+    status.add_argument("--json", action="store_true", help="machine-readable JSON")
+
+    demo = sub.add_parser("demo", help="the embedded default end to end, with a readable report")
+    demo.add_argument("--dataset", default="phishing", help="dataset to replay (default: phishing)")
+    demo.add_argument("--label-delay", type=_count, default=100, metavar="N", help="label delay in events (default 100)")
+    demo.add_argument("--limit", type=_count, metavar="N", help="publish at most N events")
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
+    from stream.processor import Processor
+
+    async def main() -> None:
+        processor = Processor(cfg, exit_when_idle=args.exit_when_idle)
+        processor.install_signal_handlers()
+        summary = await processor.run()
+        log.info(
+            "stopped after %d records in %.1f s (%d checkpoints; counts %s)",
+            summary.processed, summary.seconds, summary.checkpoints, summary.counts,
+        )
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_broker(cfg: Config, args: argparse.Namespace) -> int:
+    from stream.broker import LocalBroker
+
+    if cfg.kafka.bootstrap_servers and args.action != "status":
+        raise ConfigError(
+            f"[kafka] bootstrap_servers is set ({cfg.kafka.bootstrap_servers}): riverbed does not manage that "
+            "cluster; unset it to use the embedded local broker"
+        )
+    if args.action == "status" and cfg.kafka.bootstrap_servers:
+        from stream.topics import cluster_info
+
+        info = cluster_info(cfg.kafka.bootstrap_servers)
+        if info is None:
+            print(f"no broker answers on {cfg.kafka.bootstrap_servers}")
+            return 1
+        print(f"Kafka cluster {info['cluster_id']} answers on {cfg.kafka.bootstrap_servers}")
+        return 0
+    broker = LocalBroker(cfg)
+    if args.action == "start":
+        if broker.start():
+            print(f"started Kafka on {broker.bootstrap} (data and logs in {broker.dir})")
+        else:
+            print(f"a broker is already running on {broker.bootstrap}")
+        return 0
+    if args.action == "stop":
+        print(f"stopped the broker on {broker.bootstrap}" if broker.stop() else f"no local broker was running on {broker.bootstrap}")
+        return 0
+    info = broker.status()
+    if info is None:
+        print(f"no broker answers on {broker.bootstrap}")
+        return 1
+    print(f"Kafka cluster {info['cluster_id']} answers on {broker.bootstrap} (pid {info.get('pid')}, dir {info.get('dir')})")
+    return 0
+
+
+def cmd_topics(cfg: Config, args: argparse.Namespace) -> int:
+    from stream.broker import ensure_kafka
+    from stream.topics import create_topics
+
+    bootstrap = ensure_kafka(cfg)
+    t = cfg.topics
+    names = [t.events, t.labels, t.predictions, t.deadletter]
+    created = create_topics(bootstrap, names, cfg.kafka.partitions)
+    for name in names:
+        print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+def _open_source(args: argparse.Namespace):
+    from stream.datasets import open_dataset, open_file
+
+    if args.file:
+        if not args.target:
+            raise ConfigError("--file needs --target COL naming the label column")
+        return open_file(args.file, target=args.target, limit=args.limit)
+    return open_dataset(args.dataset, limit=args.limit, seed=args.seed, drift_at=args.drift_at)
+
+
+def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
+    from stream.broker import ensure_kafka
+    from stream.replay import produce, schedule
+    from stream.topics import create_topics
+
+    samples = _open_source(args)
+    bootstrap = ensure_kafka(cfg)
+    t = cfg.topics
+    create_topics(bootstrap, [t.events, t.labels, t.predictions, t.deadletter], cfg.kafka.partitions)
+    start_ts = args.start_ts if args.start_ts is not None else float(int(time.time()))
+    records = schedule(
+        samples.rows,
+        label_delay=args.label_delay,
+        label_fraction=args.label_fraction,
+        seed=args.seed,
+        start_ts=start_ts,
+        interval_s=args.interval_s,
+        id_prefix=args.id_prefix or samples.name,
+    )
+    result = produce(bootstrap, t, records, fmt=args.format, total=samples.n, progress=not args.no_progress)
+    print(
+        f"published {result['events']} events to {t.events} and {result['labels']} labels to {t.labels} "
+        f"in {result['seconds']:.1f} s"
+    )
+    return 0
+
+
+def cmd_tail(cfg: Config, args: argparse.Namespace) -> int:
+    from kafka import KafkaConsumer
+
+    from stream.broker import resolve_bootstrap
+    from stream.codecs import decode_any
+
+    topic = args.topic or cfg.topics.predictions
+    consumer = KafkaConsumer(
+        bootstrap_servers=resolve_bootstrap(cfg),
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed",
+        auto_offset_reset="latest" if args.from_end else "earliest",
+        consumer_timeout_ms=int(args.idle_timeout * 1000) if args.idle_timeout else float("inf"),
+    )
+    try:
+        consumer.subscribe([topic])
+        n = 0
+        for record in consumer:
+            line = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                    "key": record.key.decode("utf-8", "replace") if record.key else None,
+                    "value": decode_any(record.value)}
+            if record.headers:
+                line["headers"] = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+            print(json.dumps(line, default=repr), flush=True)
+            n += 1
+            if args.limit is not None and n >= args.limit:
+                break
+    finally:
+        consumer.close()
+    return 0
+
+
+def read_status(cfg: Config) -> dict:
+    """The status document of the newest checkpoint in ``[state] dir``."""
+    from pathlib import Path
+
+    from state import StateStore
+
+    path = Path(cfg.state.dir)
+    if not path.exists():
+        raise RiverbedError(f"no state in {path}: run `riverbed run` first (or point [state] dir at the right place)")
+    with StateStore(path, read_only=True) as store:
+        ckpt = store.load()
+        if ckpt is None:
+            raise RiverbedError(f"no checkpoint in {path} yet: `riverbed run` writes one every [state] checkpoint_interval_s")
+        disk = store.disk_size_bytes()
+    meta = ckpt.meta
+    return {
+        "serving": meta["serving"],
+        "models": meta["models"],
+        "counts": meta["counts"],
+        "invalid_by_reason": meta.get("invalid_by_reason", {}),
+        "pending": meta.get("pending"),
+        "offsets": {f"{t}:{p}": o for t, p, o in meta["offsets"]},
+        "watermark": meta.get("watermark"),
+        "checkpoint": {
+            "seq": ckpt.seq,
+            "created_at": meta["created_at"],
+            "age_s": round(time.time() - meta["created_at"], 3),
+            "size_bytes": ckpt.size_bytes,
+            "state_dir": str(path),
+            "state_dir_bytes": disk,
+        },
+        "spec": meta.get("spec"),
+        "versions": meta.get("versions"),
+    }
+
+
+def format_status(status: dict) -> str:
+    lines = []
+    ck = status["checkpoint"]
+    lines.append(
+        f"checkpoint {ck['seq']} in {ck['state_dir']} ({ck['size_bytes']:,} bytes, "
+        f"{ck['age_s']:.0f} s old, state dir {ck['state_dir_bytes']:,} bytes)"
+    )
+    for name, model in status["models"].items():
+        star = " (serving)" if name == status["serving"] else ""
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in model["metrics"].items())
+        lines.append(f"model {name}{star}: {model['n_learned']:,} labels learned; {metrics}")
+        lines.append(f"  fingerprint {model['fingerprint']}")
+    c = status["counts"]
+    lines.append(
+        f"events {c['events']:,}, predictions {c['predictions']:,}, labels {c['labels']:,} "
+        f"(joined {c['joined']:,}, unmatched {c['unmatched_labels']:,}, duplicate {c['duplicate_labels']:,}, "
+        f"expired {c['expired']:,}), invalid {c['invalid']:,}, pending {status['pending']:,}"
+    )
+    for key, n in sorted(status["invalid_by_reason"].items()):
+        lines.append(f"  invalid {key}: {n:,}")
+    lines.append("offsets " + ", ".join(f"{k}={v}" for k, v in status["offsets"].items()))
+    return "\n".join(lines)
+
+
+def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
+    status = read_status(cfg)
+    print(json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status))
+    return 0
+
+
+def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(cfg, dataset=args.dataset, label_delay=args.label_delay, limit=args.limit)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "broker": cmd_broker,
+    "topics": cmd_topics,
+    "produce": cmd_produce,
+    "tail": cmd_tail,
+    "status": cmd_status,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        cfg = load_config(args.config)
+        configure_logging(args.log_level or cfg.log.level)
+        return COMMANDS[args.command](cfg, args)
+    except USER_ERRORS as exc:
+        print(f"riverbed: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("riverbed: interrupted", file=sys.stderr)
+        return 130

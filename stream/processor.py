@@ -1,0 +1,567 @@
+"""The processor: predict every event at once, learn every label once, checkpoint exactly once.
+
+One asyncio loop on aiokafka owns every partition of ``events`` and ``labels`` (manual
+assignment; River models are single-writer) and does, per fetched batch:
+
+1. decode and validate each record; invalid ones are copied unchanged to ``deadletter``;
+2. release records in deterministic event-time order (:class:`~stream.merge.EventTimeMerge`);
+3. event: predict with the serving model, emit the prediction, keep ``(x, prediction, ts)`` in
+   the pending-label store under the event id;
+4. label: find the pending entry, update the prequential metrics with the prediction made at
+   event time, ``learn_one`` on the stored features, mark the id as learned;
+5. hand the batch's output to the producer (no per-message await).
+
+Recovery contract (exactly-once model state)
+--------------------------------------------
+Every ``[state] checkpoint_interval_s``, at clean shutdown and when ``--exit-when-idle`` fires:
+
+a. the producer is flushed: every prediction and dead-letter copy of the processed records is
+   acknowledged by Kafka;
+b. one RocksDB ``WriteBatch`` stores the sealed model bytes (models, metrics, counts), the
+   pending-store changes since the last checkpoint and the next offset of every input partition,
+   then syncs (:meth:`state.store.StateStore.commit`);
+c. the same offsets are committed to the Kafka consumer group (for lag tools only).
+
+On start the newest checkpoint is loaded (its model bytes are checked against their sha256,
+and HMAC when ``RIVERBED_MODEL_KEY`` is set, before anything is unpickled) and every partition is
+sought to its offset. Because the merge order depends only on the records, replaying from there
+performs the same operations again: a crash (even ``kill -9``) loses nothing and learns nothing
+twice. Predictions emitted after the last checkpoint are emitted again, byte-identical
+(at-least-once output with identical duplicates).
+
+Pending entries expire deterministically: an entry whose event time is older than the stream's
+watermark (largest event time processed) minus ``[labels] ttl_s`` is never learned, and a sweep
+every :data:`EXPIRY_SWEEP_EVENTS` events removes such entries from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import river
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from learners import OnlineModel, build_model
+from state import StateStore, seal, unseal
+from state.errors import StateError
+from stream import __version__
+from stream.broker import ensure_kafka
+from stream.codecs import InvalidMessage, OutputCodec, parse_event, parse_label
+from stream.config import Config
+from stream.errors import RiverbedError
+from stream.merge import EventTimeMerge, Item
+from stream.metrics import ServiceMetrics, serve
+from stream.output import BatchedOutput
+from stream.topics import create_topics, topic_partitions
+
+log = logging.getLogger(__name__)
+
+#: Sweep expired pending entries every this many events (a stream position, so deterministic).
+EXPIRY_SWEEP_EVENTS = 1000
+#: Model bytes are sealed with this producer version and refused by any other.
+MODEL_FORMAT = f"riverbed-models 1; river {river.__version__}"
+MODEL_KEY_ENV = "RIVERBED_MODEL_KEY"
+LABEL_RANK, EVENT_RANK = 0, 1
+
+COUNT_NAMES = (
+    "events",
+    "labels",
+    "predictions",
+    "joined",
+    "unmatched_labels",
+    "duplicate_labels",
+    "expired",
+    "invalid",
+)
+
+
+def model_key() -> bytes | None:
+    """The HMAC key for model bytes, from ``RIVERBED_MODEL_KEY`` (never logged)."""
+    key = os.environ.get(MODEL_KEY_ENV)
+    return key.encode() if key else None
+
+
+@dataclass
+class RunSummary:
+    """What one ``run`` did (for the CLI and the demo report)."""
+
+    counts: dict[str, int]
+    processed: int
+    seconds: float
+    checkpoints: int
+    resumed_from: int | None
+    last_checkpoint: Any = None
+    busy_seconds: float = 0.0
+    invalid_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class ModelSpecMismatch(RiverbedError):
+    """The state dir holds a model built from another specification."""
+
+
+class Processor:
+    """The streaming learner. ``await Processor(config).run()`` processes until stopped.
+
+    Parameters
+    ----------
+    config
+        The validated configuration.
+    registry
+        Prometheus registry (a fresh one per test).
+    exit_when_idle
+        When set, checkpoint and return once every input is caught up and nothing arrived for
+        this many seconds.
+    serve_metrics
+        Start the ``/metrics`` HTTP server (``[metrics] enabled`` must also be true).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        exit_when_idle: float | None = None,
+        serve_metrics: bool = True,
+    ):
+        self.config = config
+        self.metrics = ServiceMetrics(registry or CollectorRegistry())
+        self.exit_when_idle = exit_when_idle
+        self.serve_metrics = serve_metrics and config.metrics.enabled
+        self.metrics_port: int | None = None
+        self.topics = config.topics
+        self.max_bytes = config.codec.max_message_bytes
+        self.codec = OutputCodec(config.codec.output)
+        self.regression = config.model.task == "regression"
+        self.ttl = config.labels.ttl_s
+        self._stop = asyncio.Event()
+        self.counts = dict.fromkeys(COUNT_NAMES, 0)
+        self.invalid_by_reason: dict[str, int] = {}
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.watermark: float | None = None
+        self.models: dict[str, OnlineModel] = {}
+        self.serving: str = config.model_name
+        self.resumed_from: int | None = None
+        self.checkpoints_written = 0
+        self.last_checkpoint = None
+        self._reported = dict.fromkeys(COUNT_NAMES, 0)
+        self._events_since_sweep = 0
+        self.busy_seconds = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, checkpoint and return (safe from signal handlers)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("%s received: finishing the batch, checkpointing and stopping", sig.name)
+        self.stop()
+
+    async def run(self) -> RunSummary:
+        started = time.monotonic()
+        cfg = self.config
+        bootstrap = await asyncio.to_thread(ensure_kafka, cfg)
+        topic_names = [self.topics.events, self.topics.labels, self.topics.predictions, self.topics.deadletter]
+        created = await asyncio.to_thread(create_topics, bootstrap, topic_names, cfg.kafka.partitions)
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        partitions = {}
+        for topic in topic_names:
+            partitions[topic] = await asyncio.to_thread(topic_partitions, bootstrap, topic)
+
+        self.store = StateStore(cfg.state.dir, keep=cfg.state.keep)
+        try:
+            self._restore()
+            if self.serve_metrics:
+                self.metrics_port = serve(self.metrics, cfg.metrics.host, cfg.metrics.port)
+            self._publish_model_metrics()
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap,
+                client_id=cfg.kafka.client_id,
+                group_id=cfg.kafka.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                request_timeout_ms=int(cfg.kafka.request_timeout_s * 1000),
+                fetch_max_wait_ms=min(500, max(10, cfg.processor.poll_timeout_ms)),
+                max_partition_fetch_bytes=max(1_048_576, self.max_bytes + 1024),
+            )
+            producer = AIOKafkaProducer(
+                bootstrap_servers=bootstrap,
+                client_id=cfg.kafka.client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_batch_size=512 * 1024,
+                max_request_size=max(1_048_576, self.max_bytes + 65_536),
+                request_timeout_ms=int(cfg.kafka.request_timeout_s * 1000),
+            )
+            await consumer.start()
+            await producer.start()
+            try:
+                self._inputs = [
+                    TopicPartition(topic, p)
+                    for topic in (self.topics.events, self.topics.labels)
+                    for p in partitions[topic]
+                ]
+                consumer.assign(self._inputs)
+                for tp in self._inputs:
+                    offset = self.offsets.get((tp.topic, tp.partition))
+                    if offset is None:
+                        await consumer.seek_to_beginning(tp)
+                    else:
+                        consumer.seek(tp, offset)
+                self.consumer, self.producer = consumer, producer
+                self.output = BatchedOutput(producer, {t: len(ps) for t, ps in partitions.items()})
+                self.merge = EventTimeMerge(
+                    {self.topics.labels: LABEL_RANK, self.topics.events: EVENT_RANK},
+                    max_wait_s=cfg.processor.max_wait_ms / 1000,
+                )
+                for tp in self._inputs:
+                    self.merge.register((tp.topic, tp.partition))
+                processed = await self._loop()
+                await self.checkpoint()
+            finally:
+                await consumer.stop()
+                await producer.stop()
+        finally:
+            self.store.close()
+        seconds = time.monotonic() - started
+        return RunSummary(
+            counts=dict(self.counts),
+            processed=processed,
+            seconds=seconds,
+            checkpoints=self.checkpoints_written,
+            resumed_from=self.resumed_from,
+            last_checkpoint=self.last_checkpoint,
+            invalid_by_reason=dict(self.invalid_by_reason),
+            busy_seconds=self.busy_seconds,
+        )
+
+    # -- restore / checkpoint ----------------------------------------------------------------
+
+    def _spec(self) -> dict:
+        m = self.config.model
+        return {"name": self.config.model_name, "preset": m.preset, "task": m.task, "metrics": list(m.metrics)}
+
+    def _restore(self) -> None:
+        spec = self._spec()
+        for seq in self.store.checkpoints():
+            ckpt = self.store.load(seq)
+            try:
+                payload = unseal(ckpt.model_blob, expect_version=MODEL_FORMAT, key=model_key())
+            except StateError as exc:
+                log.error("checkpoint %d refused: %s", seq, exc)
+                continue
+            stored = ckpt.meta.get("spec")
+            if stored != spec:
+                raise ModelSpecMismatch(
+                    f"state dir {self.store.path} holds a model built from {stored}, but the config asks for "
+                    f"{spec}: point [state] dir at another directory or restore the previous [model] settings"
+                )
+            state = pickle.loads(payload)  # integrity verified by unseal() above
+            if seq != self.store.checkpoints()[0]:
+                log.warning(
+                    "resuming from older checkpoint %d: labels learned after it may count as duplicates", seq
+                )
+            self.models = state["models"]
+            self.serving = state["serving"]
+            self.counts.update(ckpt.meta["counts"])
+            self.invalid_by_reason = dict(ckpt.meta.get("invalid_by_reason", {}))
+            self.offsets = {(t, p): o for t, p, o in ckpt.meta["offsets"]}
+            self.watermark = ckpt.meta.get("watermark")
+            self._events_since_sweep = ckpt.meta.get("events_since_sweep", 0)
+            self.resumed_from = seq
+            self.last_checkpoint = ckpt
+            self._reported = dict(self.counts)
+            model = self.models[self.serving]
+            log.info(
+                "resumed from checkpoint %d: model %s v%d, offsets %s",
+                seq,
+                model.name,
+                model.n_learned,
+                ", ".join(f"{t}:{p}={o}" for (t, p), o in sorted(self.offsets.items())),
+            )
+            return
+        if self.store.checkpoints():
+            raise StateError(
+                f"no usable checkpoint in {self.store.path}: every one was refused (see the errors above); "
+                "move the directory aside to start from scratch"
+            )
+        m = self.config.model
+        model = build_model(m.preset, m.task)
+        self.models = {spec["name"]: OnlineModel(spec["name"], model, m.task, list(m.metrics))}
+        self.serving = spec["name"]
+        log.info("no checkpoint in %s: starting a new %s model (%s)", self.store.path, m.preset, m.task)
+
+    async def checkpoint(self) -> None:
+        """Flush output, then write model, pending changes and offsets in one atomic batch."""
+        started = time.perf_counter()
+        await self.output.flush()
+        blob = seal(
+            pickle.dumps({"models": self.models, "serving": self.serving}, protocol=5),
+            producer_version=MODEL_FORMAT,
+            key=model_key(),
+        )
+        meta = {
+            "created_at": time.time(),
+            "spec": self._spec(),
+            "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
+            "counts": dict(self.counts),
+            "invalid_by_reason": dict(self.invalid_by_reason),
+            "watermark": self.watermark,
+            "events_since_sweep": self._events_since_sweep,
+            "serving": self.serving,
+            "pending": len(self.store.pending),
+            "models": {
+                name: {
+                    "n_learned": m.n_learned,
+                    "fingerprint": m.fingerprint(),
+                    "metrics": m.evaluation.values(),
+                    "task": m.task,
+                }
+                for name, m in self.models.items()
+            },
+            "versions": {"riverbed": __version__, "river": river.__version__},
+        }
+        ckpt = await asyncio.to_thread(self.store.commit, meta, blob)
+        self.last_checkpoint = ckpt
+        self.checkpoints_written += 1
+        elapsed = time.perf_counter() - started
+        self.metrics.checkpoint_duration.observe(elapsed)
+        self.metrics.checkpoint_size.set(ckpt.size_bytes)
+        self.metrics.checkpoint_last_success.set(time.time())
+        self.metrics.checkpoints.inc()
+        log.debug("checkpoint %d: %d bytes in %.3f s", ckpt.seq, ckpt.size_bytes, elapsed)
+        if self.offsets:
+            try:
+                await self.consumer.commit(
+                    {TopicPartition(t, p): o for (t, p), o in self.offsets.items()}
+                )
+            except Exception as exc:  # lag reporting only: the checkpoint is the truth
+                log.warning("could not commit offsets to the consumer group: %s", exc)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _loop(self) -> int:
+        cfg = self.config
+        consumer = self.consumer
+        interval = cfg.state.checkpoint_interval_s
+        next_checkpoint = time.monotonic() + interval
+        idle_since = time.monotonic()
+        processed = 0
+        first_at: float | None = None
+        events_topic = self.topics.events
+        poll_ms = cfg.processor.poll_timeout_ms
+        max_records = cfg.processor.max_batch
+        while not self._stop.is_set():
+            batch = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
+            for tp, records in batch.items():
+                decode = self._decode_event if tp.topic == events_topic else self._decode_label
+                self.merge.add((tp.topic, tp.partition), [decode(r) for r in records], caught_up=False)
+            for tp in self._inputs:
+                self.merge.set_caught_up((tp.topic, tp.partition), await self._caught_up(tp))
+            now = time.monotonic()
+            n = self._process(self.merge.pop_ready(now))
+            if n:
+                processed += n
+                idle_since = now
+                if first_at is None:
+                    first_at = now
+                self.busy_seconds = time.monotonic() - first_at
+                await self.output.submit()
+                self._publish_counts()
+            if now >= next_checkpoint:
+                await self.checkpoint()
+                self._publish_model_metrics()
+                self._publish_lag()
+                next_checkpoint = time.monotonic() + interval
+            if (
+                self.exit_when_idle is not None
+                and not n
+                and self.merge.all_caught_up()
+                and now - idle_since >= self.exit_when_idle
+            ):
+                log.info("caught up and idle for %.1f s: checkpointing and exiting", self.exit_when_idle)
+                break
+        self._publish_counts()
+        self._publish_model_metrics()
+        return processed
+
+    async def _caught_up(self, tp: TopicPartition) -> bool:
+        end = self.consumer.last_stable_offset(tp)
+        if end is None or end < 0:
+            end = self.consumer.highwater(tp)
+        if end is None:
+            return False
+        return await self.consumer.position(tp) >= end
+
+    def _decode_event(self, record) -> Item:
+        try:
+            event = parse_event(record.value, self.max_bytes)
+        except InvalidMessage as exc:
+            return Item(None, record.offset, (exc, record))
+        ts = event.ts if event.ts is not None else record.timestamp / 1000.0
+        return Item(ts, record.offset, (event, record))
+
+    def _decode_label(self, record) -> Item:
+        try:
+            label = parse_label(record.value, self.max_bytes, self.regression)
+        except InvalidMessage as exc:
+            return Item(None, record.offset, (exc, record))
+        ts = label.ts if label.ts is not None else record.timestamp / 1000.0
+        return Item(ts, record.offset, (label, record))
+
+    def _process(self, items) -> int:
+        n = 0
+        offsets = self.offsets
+        events_topic = self.topics.events
+        for item in items:
+            payload, record = item.payload
+            if item.ts is None:
+                self._dead_letter(record, payload)
+            else:
+                if self.watermark is None or item.ts > self.watermark:
+                    self.watermark = item.ts
+                if record.topic == events_topic:
+                    self._on_event(payload, item.ts, record)
+                else:
+                    self._on_label(payload, item.ts)
+            offsets[(record.topic, record.partition)] = record.offset + 1
+            n += 1
+        return n
+
+    def _on_event(self, event, ts: float, record) -> None:
+        model = self.models[self.serving]
+        t0 = time.perf_counter()
+        y_pred, proba = model.predict(event.x)
+        self.metrics.predict_latency.observe(time.perf_counter() - t0)
+        message = {"id": event.id, "y_pred": y_pred}
+        if proba is not None:
+            message["proba"] = proba
+        message["model"] = model.name
+        message["version"] = model.n_learned
+        message["ts"] = ts
+        self.output.add(self.topics.predictions, record.key, self.codec.encode(message))
+        entry = msgpack.packb(
+            [event.x, ts, [[y_pred, None if proba is None else list(proba.items())]]],
+            use_bin_type=True,
+            default=_plain,
+        )
+        self.store.pending.put(event.id, ts, entry)
+        counts = self.counts
+        counts["events"] += 1
+        counts["predictions"] += 1
+        self._events_since_sweep += 1
+        if self._events_since_sweep >= EXPIRY_SWEEP_EVENTS:
+            self._sweep_expired()
+
+    def _on_label(self, label, ts: float) -> None:
+        counts = self.counts
+        counts["labels"] += 1
+        pending = self.store.pending
+        raw = pending.get(label.id)
+        if raw is None:
+            if self.store.learned.get(label.id) is not None:
+                counts["duplicate_labels"] += 1
+            else:
+                counts["unmatched_labels"] += 1
+            return
+        x, event_ts, predictions = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        pending.delete(label.id)
+        if event_ts < self.watermark - self.ttl:
+            counts["expired"] += 1
+            return
+        y_pred, proba_items = predictions[0]
+        proba = None if proba_items is None else dict(proba_items)
+        model = self.models[self.serving]
+        t0 = time.perf_counter()
+        model.learn(x, label.y, y_pred, proba)
+        self.metrics.learn_latency.observe(time.perf_counter() - t0)
+        self.metrics.label_delay.observe(max(0.0, ts - event_ts))
+        self.store.learned.put(label.id, event_ts, b"")
+        counts["joined"] += 1
+
+    def _sweep_expired(self) -> None:
+        self._events_since_sweep = 0
+        cutoff = self.watermark - self.ttl
+        expired = self.store.pending.expire(cutoff)
+        self.store.learned.expire(cutoff)
+        if expired:
+            self.counts["expired"] += expired
+            log.info("dropped %d pending events older than %.0f s of event time", expired, self.ttl)
+
+    def _dead_letter(self, exc: InvalidMessage, record) -> None:
+        headers = [
+            ("source_topic", record.topic.encode()),
+            ("source_partition", str(record.partition).encode()),
+            ("source_offset", str(record.offset).encode()),
+            ("reason", exc.reason.encode()),
+            ("detail", exc.detail.encode("utf-8", errors="replace")[:500]),
+        ]
+        value = record.value if record.value is not None or record.key is not None else b""
+        self.output.add(self.topics.deadletter, record.key, value, headers)
+        self.counts["invalid"] += 1
+        key = f"{record.topic}:{exc.reason}"
+        self.invalid_by_reason[key] = self.invalid_by_reason.get(key, 0) + 1
+        self.metrics.invalid.labels(record.topic, exc.reason).inc()
+        log.debug("dead-lettered %s:%d@%d: %s", record.topic, record.partition, record.offset, exc)
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _publish_counts(self) -> None:
+        m, counts, before = self.metrics, self.counts, self._reported
+        deltas = {k: counts[k] - before[k] for k in COUNT_NAMES}
+        if deltas["events"]:
+            m.events.inc(deltas["events"])
+        if deltas["labels"]:
+            m.labels.inc(deltas["labels"])
+        if deltas["predictions"]:
+            m.predictions.labels(self.serving).inc(deltas["predictions"])
+        if deltas["joined"]:
+            m.joined.inc(deltas["joined"])
+        if deltas["unmatched_labels"]:
+            m.unmatched.inc(deltas["unmatched_labels"])
+        if deltas["duplicate_labels"]:
+            m.duplicate.inc(deltas["duplicate_labels"])
+        if deltas["expired"]:
+            m.expired.inc(deltas["expired"])
+        self._reported = dict(counts)
+        m.pending.set(len(self.store.pending))
+        if self.merge.wait_expirations:
+            m.merge_wait_expirations.inc(self.merge.wait_expirations)
+            self.merge.wait_expirations = 0
+
+    def _publish_model_metrics(self) -> None:
+        for name, model in self.models.items():
+            for metric, value in model.evaluation.values().items():
+                self.metrics.model_metric.labels(name, metric).set(value)
+            self.metrics.model_labels_learned.labels(name).set(model.n_learned)
+
+    def _publish_lag(self) -> None:
+        for tp in self._inputs:
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                done = self.offsets.get((tp.topic, tp.partition), 0)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - done))
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    if item is not None:
+        return item()
+    raise TypeError(f"cannot store {type(value).__name__}")
