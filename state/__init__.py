@@ -11,7 +11,14 @@ from state.errors import (
     StateError,
     StateLockedError,
 )
-from state.pending import MemoryPendingLabels, PendingLabels, RocksPendingLabels
+from state.pending import (
+    LEARNED_LAYOUT,
+    PENDING_LAYOUT,
+    KeyLayout,
+    MemoryPendingLabels,
+    PendingLabels,
+    RocksPendingLabels,
+)
 from state.sealed import seal, unseal
 from state.store import Checkpoint, StateStore
 
@@ -19,8 +26,11 @@ __all__ = [
     "Checkpoint",
     "CorruptStateError",
     "IncompatibleStateError",
+    "KeyLayout",
+    "LEARNED_LAYOUT",
     "MemoryPendingLabels",
     "MissingStateError",
+    "PENDING_LAYOUT",
     "PendingLabels",
     "RocksPendingLabels",
     "StateError",

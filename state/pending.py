@@ -13,11 +13,15 @@ Two implementations share the :class:`PendingLabels` contract:
     in-memory overlay until ``StateStore.commit`` writes it in the same atomic batch as the
     model and the offsets, so the pending labels on disk always match the newest checkpoint.
 
-RocksDB layout (all keys and values are raw bytes; see :mod:`state.store`)::
+RocksDB layout (all keys and values are raw bytes; see :mod:`state.store`). A
+:class:`KeyLayout` names the three key kinds; the store keeps two sets in one database,
+:data:`PENDING_LAYOUT` (``StateStore.pending``) and :data:`LEARNED_LAYOUT`
+(``StateStore.learned``)::
 
-    b"p/" + id_utf8             -> ts8 + value
-    b"t/" + ts8 + id_utf8       -> b""                 time index, scanned by expire()
-    b"meta/pending_count"       -> u64 big-endian      live entries at the last commit
+    b"p/" + id_utf8             -> ts8 + value         (b"l/" for learned ids)
+    b"t/" + ts8 + id_utf8       -> b""                 (b"lt/") time index, scanned by expire()
+    b"meta/pending_count"       -> u64 big-endian      (b"meta/learned_count") live entries at
+                                                       the last commit
 
 ``ts8`` is the IEEE-754 double in big-endian order with the sign bit flipped for non-negative
 numbers and every bit flipped for negative ones, so that byte order equals numeric order (see
@@ -32,16 +36,64 @@ import abc
 import heapq
 import math
 import struct
+from dataclasses import dataclass
 from typing import Final
 
 import rocksdict
 
 from state.errors import CorruptStateError, StateError
 
-PENDING_PREFIX: Final = b"p/"
-TIME_PREFIX: Final = b"t/"
-COUNT_KEY: Final = b"meta/pending_count"
 TS_SIZE: Final = 8
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Where one :class:`RocksPendingLabels` keeps its entries in the shared database.
+
+    Attributes
+    ----------
+    name
+        What the entries are, for messages (``"pending labels"``).
+    entry_prefix
+        ``entry_prefix + id_utf8 -> ts8 + value``.
+    time_prefix
+        ``time_prefix + ts8 + id_utf8 -> b""``; must not be a prefix of any other key kind.
+    count_key
+        The live count as of the last commit.
+    """
+
+    name: str
+    entry_prefix: bytes
+    time_prefix: bytes
+    count_key: bytes
+
+    def entry_key(self, event_id: str) -> bytes:
+        return self.entry_prefix + event_id.encode("utf-8")
+
+    def time_key(self, ts: float, event_id: str) -> bytes:
+        return self.time_prefix + encode_ts(ts) + event_id.encode("utf-8")
+
+    def parse_time_key(self, key: bytes) -> tuple[float, str]:
+        header = len(self.time_prefix) + TS_SIZE
+        if len(key) < header:
+            raise CorruptStateError(
+                f"time-index key {key!r} in the state dir is too short: the state dir is "
+                f"damaged; start from a fresh [state] dir"
+            )
+        try:
+            event_id = key[header:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptStateError(
+                f"time-index key {key!r} in the state dir holds an id that is not UTF-8: the "
+                f"state dir is damaged; start from a fresh [state] dir"
+            ) from None
+        return decode_ts(key[len(self.time_prefix) : header]), event_id
+
+
+PENDING_LAYOUT: Final = KeyLayout("pending labels", b"p/", b"t/", b"meta/pending_count")
+"""Pending labels: what was predicted for an event, until its label arrives."""
+LEARNED_LAYOUT: Final = KeyLayout("learned ids", b"l/", b"lt/", b"meta/learned_count")
+"""Learned ids: events whose label was learned, until they expire (duplicate detection)."""
 
 _DOUBLE = struct.Struct(">d")
 _U64 = struct.Struct(">Q")
@@ -191,14 +243,23 @@ class RocksPendingLabels(PendingLabels):
         The store's database, opened with ``raw_mode=True``.
     read_only
         Refuse ``put``, ``delete`` and ``expire`` (the store was opened read-only).
+    layout
+        Which keys to use; one layout per independent set of entries in the database.
     """
 
-    def __init__(self, db: rocksdict.Rdict, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        db: rocksdict.Rdict,
+        *,
+        read_only: bool = False,
+        layout: KeyLayout = PENDING_LAYOUT,
+    ) -> None:
         self._db = db
         self._read_only = read_only
+        self.layout = layout
         self._overlay: dict[str, tuple[float, bytes] | _Tombstone] = {}
         self._index_changes: dict[bytes, bool] = {}  # time-index key -> put (True) / delete
-        self._overlay_by_time: list[tuple[float, str]] = []  # live overlay puts; lazily cleaned
+        self._overlay_by_time: list[tuple[float, str]] = []  # overlay puts; lazily cleaned
         self._db_expired_below: bytes | None = None  # DB time index already expired up to here
         self._committed_count = self._read_committed_count()
         self._count = self._committed_count
@@ -223,8 +284,8 @@ class RocksPendingLabels(PendingLabels):
         if old_ts is None:
             self._count += 1
         else:
-            self._index_changes[_time_key(old_ts, event_id)] = False
-        self._index_changes[_time_key(ts, event_id)] = True
+            self._index_changes[self.layout.time_key(old_ts, event_id)] = False
+        self._index_changes[self.layout.time_key(ts, event_id)] = True
         self._overlay[event_id] = (ts, value)
         heapq.heappush(self._overlay_by_time, (ts, event_id))
 
@@ -239,8 +300,9 @@ class RocksPendingLabels(PendingLabels):
         """Remove every entry whose ``ts < before_ts``, in the overlay and in the database.
 
         Overlay entries are found through a min-heap; committed entries through the database's
-        time index, scanned from ``b"t/"`` up to ``before_ts`` (a database entry whose id has
-        an overlay entry is skipped: the overlay is newer). Removals go into the overlay.
+        time index, scanned from its prefix (``b"t/"``) up to ``before_ts`` (a database entry
+        whose id has an overlay entry is skipped: the overlay is newer). Removals go into the
+        overlay.
         Between commits the database does not change, so a later call resumes the scan where
         the previous one stopped.
 
@@ -261,12 +323,12 @@ class RocksPendingLabels(PendingLabels):
                 self._remove(event_id, ts)
                 removed += 1
 
-        bound = TIME_PREFIX + encode_ts(before_ts)
-        start = self._db_expired_below or TIME_PREFIX
+        bound = self.layout.time_prefix + encode_ts(before_ts)
+        start = self._db_expired_below or self.layout.time_prefix
         if start < bound:
             victims: list[tuple[str, float]] = []
             for key in self._db_keys_between(start, bound):
-                ts, event_id = _parse_time_key(key)
+                ts, event_id = self.layout.parse_time_key(key)
                 if event_id not in self._overlay:
                     victims.append((event_id, ts))
             for event_id, ts in victims:
@@ -288,7 +350,7 @@ class RocksPendingLabels(PendingLabels):
     def stage_into(self, batch: rocksdict.WriteBatch) -> None:
         """Add the overlay's changes and the live count to ``batch`` (a raw-mode WriteBatch)."""
         for event_id, entry in self._overlay.items():
-            key = PENDING_PREFIX + event_id.encode("utf-8")
+            key = self.layout.entry_key(event_id)
             if entry is TOMBSTONE:
                 batch.delete(key)
             else:
@@ -299,7 +361,7 @@ class RocksPendingLabels(PendingLabels):
                 batch.put(key, b"")
             else:
                 batch.delete(key)
-        batch.put(COUNT_KEY, _U64.pack(self._count))
+        batch.put(self.layout.count_key, _U64.pack(self._count))
 
     def mark_committed(self) -> None:
         """The staged batch is durable: the overlay is now the database's content."""
@@ -320,7 +382,7 @@ class RocksPendingLabels(PendingLabels):
         self._db_expired_below = None
 
     def _remove(self, event_id: str, ts: float) -> None:
-        self._index_changes[_time_key(ts, event_id)] = False
+        self._index_changes[self.layout.time_key(ts, event_id)] = False
         self._overlay[event_id] = TOMBSTONE
         self._count -= 1
 
@@ -334,12 +396,12 @@ class RocksPendingLabels(PendingLabels):
         return None if raw is None else decode_ts(raw[:TS_SIZE])
 
     def _db_get(self, event_id: str) -> bytes | None:
-        raw = self._db.get(PENDING_PREFIX + event_id.encode("utf-8"))
+        raw = self._db.get(self.layout.entry_key(event_id))
         if raw is not None and len(raw) < TS_SIZE:
             raise CorruptStateError(
-                f"pending label {event_id!r} in the state dir is {len(raw)} bytes, shorter than "
-                f"its {TS_SIZE}-byte event time: the state dir is damaged; start from a fresh "
-                f"[state] dir"
+                f"{self.layout.name} entry {event_id!r} in the state dir is {len(raw)} bytes, "
+                f"shorter than its {TS_SIZE}-byte event time: the state dir is damaged; start "
+                f"from a fresh [state] dir"
             )
         return raw
 
@@ -356,40 +418,20 @@ class RocksPendingLabels(PendingLabels):
         return keys
 
     def _read_committed_count(self) -> int:
-        raw = self._db.get(COUNT_KEY)
+        raw = self._db.get(self.layout.count_key)
         if raw is None:
             return 0
         if len(raw) != _U64.size:
             raise CorruptStateError(
-                f"the pending-label count in the state dir is {len(raw)} bytes, not 8: the state "
-                f"dir is damaged; start from a fresh [state] dir"
+                f"the count of {self.layout.name} in the state dir is {len(raw)} bytes, not 8: "
+                f"the state dir is damaged; start from a fresh [state] dir"
             )
         return _U64.unpack(raw)[0]
 
     def _refuse_if_read_only(self, operation: str) -> None:
         if self._read_only:
             raise StateError(
-                f"cannot {operation} pending labels: the state store was opened read-only "
+                f"cannot {operation} {self.layout.name}: the state store was opened read-only "
                 f"(as `riverbed status` does); open it read-write to change it"
             )
 
-
-def _time_key(ts: float, event_id: str) -> bytes:
-    return TIME_PREFIX + encode_ts(ts) + event_id.encode("utf-8")
-
-
-def _parse_time_key(key: bytes) -> tuple[float, str]:
-    header = len(TIME_PREFIX) + TS_SIZE
-    if len(key) < header:
-        raise CorruptStateError(
-            f"time-index key {key!r} in the state dir is too short: the state dir is damaged; "
-            f"start from a fresh [state] dir"
-        )
-    try:
-        event_id = key[header:].decode("utf-8")
-    except UnicodeDecodeError:
-        raise CorruptStateError(
-            f"time-index key {key!r} in the state dir holds an id that is not UTF-8: the state "
-            f"dir is damaged; start from a fresh [state] dir"
-        ) from None
-    return decode_ts(key[len(TIME_PREFIX) : header]), event_id

@@ -9,13 +9,14 @@ A checkpoint is what riverbed restarts from. It holds
   partition, counts, metrics, fingerprints, times, ...), stored with its ``"seq"``;
 * ``model_blob``: the sealed model bytes (see :mod:`state.sealed`; the caller seals and
   unseals), stored under its own key;
-* the pending labels (:class:`~state.pending.RocksPendingLabels`) as of that checkpoint.
+* the pending labels and the learned ids (two :class:`~state.pending.RocksPendingLabels`) as
+  of that checkpoint.
 
-Between checkpoints, every change to the pending labels stays in an in-memory overlay; nothing
-is written to disk.
+Between checkpoints, every change to the pending labels and learned ids stays in an in-memory
+overlay; nothing is written to disk.
 
 **What is atomic.** :meth:`StateStore.commit` writes *one* RocksDB ``WriteBatch`` holding the
-overlay's pending-label changes, the pending count, the new checkpoint's meta and model, and the
+overlays' changes and live counts, the new checkpoint's meta and model, and the
 deletion of checkpoints beyond the newest ``keep``. RocksDB applies a batch entirely or not at
 all, also across a crash (its write-ahead log records the batch as one unit). The batch is
 written with ``sync=True``: when ``commit`` returns, the write-ahead log is fsync'ed and the
@@ -39,15 +40,16 @@ Closing without a commit is the same as a crash: the overlay is discarded.
 
 **What commit guarantees.** After ``commit`` returns ``Checkpoint(seq=n, ...)``: ``load()``
 (in this or any later process) returns checkpoint ``n`` with the same meta and model bytes,
-``pending`` holds exactly the labels as of ``commit``, and checkpoints ``n-keep+1 .. n`` are
-present (older ones are deleted in the same batch). Sequence numbers increase by one per commit
-and are never reused.
+``pending`` and ``learned`` hold exactly their entries as of ``commit``, and checkpoints
+``n-keep+1 .. n`` are present (older ones are deleted in the same batch). Sequence numbers
+increase by one per commit and are never reused.
 
 **Falling back.** The newest ``keep`` checkpoints are kept so that a caller whose newest model
 blob fails to unseal can :meth:`~StateStore.load` an older ``seq`` and use its meta and model.
-Pending labels are *not* versioned: ``pending`` always reflects the newest checkpoint. After a
-fallback, labels for events between the two checkpoints may therefore already be pending (their
-re-prediction overwrites them) or already consumed (their labels are not learned twice).
+Pending labels and learned ids are *not* versioned: ``pending`` and ``learned`` always reflect
+the newest checkpoint. After a fallback, events between the two checkpoints may therefore
+already be pending (their re-prediction overwrites them) or already learned (their labels then
+count as duplicates and are not learned again by the older model).
 
 **Read-only view.** ``StateStore(path, read_only=True)`` works while another process holds the
 store open for writing (``riverbed status`` does this). It sees the checkpoints durable at the
@@ -63,7 +65,8 @@ key and value here is plain bytes::
     b"meta/format"            -> b"riverbed-state 1"
     b"ckpt/" + seq(u64 BE)    -> msgpack(meta + {"seq": seq})
     b"model/" + seq(u64 BE)   -> model_blob
-    b"meta/pending_count", b"p/...", b"t/..."   (see state.pending)
+    b"meta/pending_count", b"p/...", b"t/..."    pending labels (see state.pending)
+    b"meta/learned_count", b"l/...", b"lt/..."   learned ids
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ from state.errors import (
     StateError,
     StateLockedError,
 )
-from state.pending import PendingLabels, RocksPendingLabels
+from state.pending import LEARNED_LAYOUT, PENDING_LAYOUT, PendingLabels, RocksPendingLabels
 
 FORMAT_KEY: Final = b"meta/format"
 FORMAT_VALUE: Final = b"riverbed-state 1"
@@ -142,6 +145,9 @@ class StateStore:
         The overlay-backed pending labels (see :mod:`state.pending`). Changes become durable
         with the next :meth:`commit`; reads always reflect the *newest* state, whichever
         checkpoint the caller loads its model from.
+    learned : PendingLabels
+        Same semantics, separate keys: ids whose label was learned (values are typically
+        ``b""``), kept until they expire, to recognise duplicate labels.
 
     Raises
     ------
@@ -163,6 +169,7 @@ class StateStore:
     """
 
     pending: PendingLabels
+    learned: PendingLabels
 
     def __init__(
         self, path: str | os.PathLike[str], *, keep: int = 3, read_only: bool = False
@@ -176,18 +183,24 @@ class StateStore:
         self._db: rocksdict.Rdict | None = self._open()
         try:
             self._check_format()
-            self._pending = RocksPendingLabels(self._db, read_only=read_only)
+            self._pending = RocksPendingLabels(
+                self._db, read_only=read_only, layout=PENDING_LAYOUT
+            )
+            self._learned = RocksPendingLabels(
+                self._db, read_only=read_only, layout=LEARNED_LAYOUT
+            )
             self._seqs = self._scan_seqs()
         except BaseException:
             self._db.close()
             self._db = None
             raise
         self.pending = self._pending
+        self.learned = self._learned
 
     # -- checkpoints ---------------------------------------------------------------------------
 
     def commit(self, meta: dict[Any, Any], model_blob: bytes) -> Checkpoint:
-        """Write a new checkpoint and the pending-label changes in one synced atomic batch.
+        """Write a new checkpoint and the pending/learned changes in one synced atomic batch.
 
         Parameters
         ----------
@@ -230,6 +243,7 @@ class StateStore:
 
         batch = rocksdict.WriteBatch(raw_mode=True)
         self._pending.stage_into(batch)
+        self._learned.stage_into(batch)
         batch.put(FORMAT_KEY, FORMAT_VALUE)
         batch.put(CHECKPOINT_PREFIX + _SEQ.pack(seq), encoded_meta)
         batch.put(MODEL_PREFIX + _SEQ.pack(seq), model_blob)
@@ -248,6 +262,7 @@ class StateStore:
                 f"checkpoint is intact (check free disk space and permissions)"
             ) from exc
         self._pending.mark_committed()
+        self._learned.mark_committed()
         self._seqs = kept
         return Checkpoint(
             seq=seq,
@@ -320,6 +335,7 @@ class StateStore:
         if db is None:
             return
         self._pending.discard_overlay()
+        self._learned.discard_overlay()
         try:
             if not self.read_only:
                 db.flush(True)
@@ -378,10 +394,12 @@ class StateStore:
                 f"no riverbed state in {path}: nothing was checkpointed there yet (check "
                 f"[state] dir, or run `riverbed run` first)"
             )
-        if path.is_dir() and not is_database and any(path.iterdir()):
+        foreign = _foreign_files(path) if path.is_dir() and not is_database else []
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise IncompatibleStateError(
-                f"[state] dir {path} exists, is not empty and is not a riverbed state dir: "
-                f"point [state] dir at a new or empty directory"
+                f"[state] dir {path} is not a riverbed state dir (it holds {shown}): point "
+                f"[state] dir at a new or empty directory"
             )
         config = path / "rocksdict-config.json"
         if config.is_file():
@@ -481,3 +499,14 @@ class StateStore:
             it.next()
         seqs.sort(reverse=True)
         return seqs
+
+
+_ROCKSDB_FILE = re.compile(
+    r"LOCK|IDENTITY|CURRENT|LOG(\.old\.\d+)?|MANIFEST-\d+|OPTIONS-\d+(\.dbtmp)?"
+    r"|\d+\.(log|sst|dbtmp)|rocksdict-config\.json"
+)
+
+
+def _foreign_files(path: pathlib.Path) -> list[str]:
+    """Names in ``path`` that RocksDB does not write (a crashed first open leaves only its own)."""
+    return sorted(p.name for p in path.iterdir() if not _ROCKSDB_FILE.fullmatch(p.name))

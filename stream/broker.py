@@ -21,6 +21,7 @@ files)::
         format.log          output of the one-time ``kafka.tools.StorageTool format``
         broker.log          stdout + stderr of the broker (the previous run's in broker.log.1)
         broker.pid          pid of the running broker
+        start.lock          flock taken while starting, so concurrent starts wait for each other
 
 Logging in the jars
 -------------------
@@ -40,6 +41,8 @@ hour); replayed synthetic event times belong in the payload ``ts``, not the reco
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -51,6 +54,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 from stream.config import Config
 from stream.errors import BrokerError, KafkaUnavailableError
@@ -213,27 +217,56 @@ def parse_java_major(version_output: str) -> int | None:
     return int(match.group(2) or 0) if major == 1 else major
 
 
+_EXCEPTION_LINE = re.compile(r"^(?:Caused by: )?([\w.$]+(?:Exception|Error|Throwable)\b.*)")
+_LOG_LEVEL = re.compile(r"\b(TRACE|DEBUG|INFO|WARN)\b")
+
+
 def last_error(log_text: str) -> str | None:
-    """The last ERROR line of a broker log, with the exception line that follows it, if any.
+    """The last ERROR line of a broker log with the most telling cause from its stack trace.
 
-    Falls back to the last line that mentions an exception or error, then to the last
-    non-blank line.
+    The cause is the deepest ``Caused by`` that is not a bare ``java.*`` exception (those
+    repeat the message of a Kafka exception above them), else the deepest one. Without any
+    ERROR line, the first JVM-level error line (``Invalid maximum heap size``, ``Error: Could
+    not find or load main class``, ...); ``None`` when the log shows no error at all.
 
-    >>> last_error("[main] INFO ok\\n[main] ERROR Exiting Kafka\\norg.x.KafkaException: bind\\n")
-    '[main] ERROR Exiting Kafka (org.x.KafkaException: bind)'
+    >>> log = "\\n".join([
+    ...     "[main] INFO ok",
+    ...     "[main] ERROR ProcessTerminatingFaultHandler - Encountered fatal fault",
+    ...     "java.lang.RuntimeException: Unable to start acceptor",
+    ...     "\\tat kafka.network.SocketServer.enableRequestProcessing(SocketServer.scala:228)",
+    ...     "Caused by: org.apache.kafka.common.KafkaException: failed to bind to 127.0.0.1:9093",
+    ...     "Caused by: java.net.BindException: Address already in use",
+    ... ])
+    >>> last_error(log)
+    '[main] ERROR ProcessTerminatingFaultHandler - Encountered fatal fault (org.apache.kafka.common.KafkaException: failed to bind to 127.0.0.1:9093)'
+    >>> last_error("[main] INFO starting") is None
+    True
     """
     lines = [line.rstrip() for line in log_text.splitlines()]
     for index in range(len(lines) - 1, -1, -1):
         if re.search(r"\bERROR\b", lines[index]):
-            following = lines[index + 1] if index + 1 < len(lines) else ""
-            if re.match(r"^[\w.$]+(Exception|Error)\b", following):
-                return _shorten(f"{lines[index]} ({following})")
-            return _shorten(lines[index])
-    for line in reversed(lines):
-        if re.search(r"(Exception|Error)\b", line):
+            causes = _stack_trace_causes(lines[index + 1:])
+            cause = next((c for c in reversed(causes) if not c.startswith("java.")), None)
+            cause = cause or (causes[-1] if causes else None)
+            return _shorten(f"{lines[index]} ({cause})" if cause else lines[index])
+    for line in lines:  # JVM errors come first, their consequences after
+        if _LOG_LEVEL.search(line):
+            continue
+        if re.match(r"^(Error\b|Exception in thread|Invalid )", line) or _EXCEPTION_LINE.match(line):
             return _shorten(line.strip())
-    non_blank = [line for line in lines if line.strip()]
-    return _shorten(non_blank[-1].strip()) if non_blank else None
+    return None
+
+
+def _stack_trace_causes(lines: list[str]) -> list[str]:
+    """The exception and ``Caused by`` lines of the stack trace at the start of ``lines``."""
+    causes = []
+    for line in lines:
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            causes.append(match.group(1))
+        elif not line.startswith(("\t", " ", "Suppressed:")) and line.strip():
+            break
+    return causes
 
 
 def _shorten(text: str, limit: int = 400) -> str:
@@ -501,19 +534,20 @@ class LocalBroker:
             Kafka broker, or the broker dies or does not answer within ``start_timeout_s``
             (the message names the log file and quotes its last error).
         """
-        if cluster_info(self.bootstrap, timeout_s=READY_PROBE_TIMEOUT_S) is not None:
-            logger.info("Kafka broker already running on %s", self.bootstrap)
+        if self._already_answers():
             return False
-        if self._adopt_starting_broker():
-            return False
-        self._check_ports_free()
         self._check_settings()
         java = require_java()
-        libs = self.install()
-        self._prepare_dir(java, libs)
-        started = time.monotonic()
-        pid = self._launch(java, libs)
-        self._wait_until_ready(pid, started)
+        with self._start_lock() as waited:
+            # Another process may have started it while this one waited for the lock.
+            if (waited and self._already_answers()) or self._adopt_starting_broker():
+                return False
+            self._check_ports_free()
+            libs = self.install()
+            self._prepare_dir(java, libs)
+            started = time.monotonic()
+            pid = self._launch(java, libs)
+            self._wait_until_ready(pid, started)
         logger.info("started Kafka %s on %s (pid %d) in %.1f s; log: %s",
                     self.kafka_version, self.bootstrap, pid, time.monotonic() - started,
                     self.log_path)
@@ -580,6 +614,33 @@ class LocalBroker:
         return pid
 
     # -- start, step by step --------------------------------------------------------------------
+
+    def _already_answers(self) -> bool:
+        if cluster_info(self.bootstrap, timeout_s=READY_PROBE_TIMEOUT_S) is None:
+            return False
+        logger.info("Kafka broker already running on %s", self.bootstrap)
+        return True
+
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[bool]:
+        """Serialise concurrent starts from one directory (two test sessions, CLI + service).
+
+        Yields whether another start held the lock, i.e. whether the broker may have been
+        started meanwhile.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "start.lock", "a") as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                waited = False
+            except BlockingIOError:
+                logger.info("another process is starting the broker in %s; waiting", self.dir)
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+                waited = True
+            try:
+                yield waited
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def _adopt_starting_broker(self) -> bool:
         """Wait for a broker of this directory that is still starting; refuse a foreign port."""
@@ -655,7 +716,7 @@ class LocalBroker:
         if result.returncode != 0:
             raise BrokerError(
                 f"formatting Kafka storage in {self.data_dir} failed (exit {result.returncode}): "
-                f"{last_error(result.stdout + result.stderr)}; see {format_log}"
+                f"{last_error(result.stdout + result.stderr) or 'no error printed'}; see {format_log}"
             )
         logger.info("formatted Kafka storage in %s (cluster id %s)", self.data_dir, cluster_id)
 
@@ -681,7 +742,7 @@ class LocalBroker:
         while True:
             if not _pid_alive(pid):
                 _wait_for_exit(pid, 0)
-                self.pid_path.unlink(missing_ok=True)
+                self._forget_pid(pid)
                 raise BrokerError(
                     f"Kafka (pid {pid}) exited during start-up; {self._log_excerpt()}"
                 )
@@ -696,13 +757,20 @@ class LocalBroker:
                 )
             time.sleep(POLL_INTERVAL_S)
 
+    def _forget_pid(self, pid: int) -> None:
+        try:
+            if int(self.pid_path.read_text().strip()) == pid:
+                self.pid_path.unlink()
+        except (FileNotFoundError, ValueError):
+            pass
+
     def _log_excerpt(self) -> str:
         try:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return f"no log at {self.log_path}"
         line = last_error(text)
-        return f"see {self.log_path}" + (f"; last error: {line}" if line else " (empty)")
+        return f"see {self.log_path}" + (f"; last error: {line}" if line else " (no error in it)")
 
     def _running_version(self, pid: int) -> str:
         for part in _cmdline(pid):

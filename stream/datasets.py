@@ -232,8 +232,10 @@ def sea_with_drift(seed: int, drift_at: int) -> Iterator[tuple[dict, bool]]:
     ``drift_at - 1`` is the last one with ``y = x0 + x1 > 8`` and sample ``drift_at`` the first
     one with ``y = x0 + x1 > 9.5``.
 
-    >>> rows = list(sea_with_drift(seed=1, drift_at=2))
-    >>> [y == (x[0] + x[1] > 8) for x, y in rows[:2]], [y == (x[0] + x[1] > 9.5) for x, y in rows[2:4]]
+    The stream is endless (as SEA is); cut it with ``itertools.islice``.
+
+    >>> rows = list(itertools.islice(sea_with_drift(seed=1, drift_at=2), 4))
+    >>> [y == (x[0] + x[1] > 8) for x, y in rows[:2]], [y == (x[0] + x[1] > 9.5) for x, y in rows[2:]]
     ([True, True], [True, True])
     """
     from river.datasets import synth

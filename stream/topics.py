@@ -274,7 +274,7 @@ def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 10.0) -> lis
     error = kafka_errors.for_code(described["error_code"])
     if error is kafka_errors.UnknownTopicOrPartitionError:
         raise RiverbedError(
-            f"topic {topic} does not exist on {bootstrap}; create it with `riverbed topics create`"
+            f"topic {topic} does not exist; create it with `riverbed topics create`"
         )
     if error is not kafka_errors.NoError:
         raise RiverbedError(f"cannot describe topic {topic} on {bootstrap}: {error.__name__}")

@@ -1,0 +1,289 @@
+"""Replay samples to Kafka as events and delayed labels, in River's question/answer order.
+
+:func:`schedule` turns ``(x, y)`` samples into a stream of :class:`Record` s: one event per
+sample and, later, its label. The order is exactly the order in which
+``river.stream.simulate_qa(samples, moment=None, delay=label_delay)`` yields questions and
+answers, and ``ts`` grows strictly along it, so a consumer that merges events and labels by
+``ts`` reproduces River's order, and riverbed's prequential metrics equal
+``river.evaluate.progressive_val_score(..., delay=label_delay)``.
+
+:func:`produce` publishes the records with kafka-python: events to ``topics.events``, labels to
+``topics.labels``, each keyed by the event id, order kept within a partition.
+
+>>> records = list(schedule([({"a": 1}, True), ({"a": 2}, False)], label_delay=1))
+>>> [(r.kind, r.id, r.ts) for r in records]
+[('event', 'e-0', 1700000000.0), ('label', 'e-0', 1700000000.5), ('event', 'e-1', 1700000001.0), ('label', 'e-1', 1700000001.5)]
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from stream.datasets import message_features, message_target
+from stream.errors import KafkaUnavailableError, RiverbedError
+
+EVENT = "event"
+LABEL = "label"
+FORMATS = ("msgpack", "json")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message to publish.
+
+    Attributes
+    ----------
+    kind
+        ``"event"`` or ``"label"``.
+    id
+        The event id, also the Kafka key.
+    value
+        The message: ``{"id", "x", "ts"}`` for an event, ``{"id", "y", "ts"}`` for a label.
+    ts
+        Event time in epoch seconds (the same as ``value["ts"]``).
+    """
+
+    kind: str
+    id: str
+    value: dict
+    ts: float
+
+
+def _check_schedule_arguments(label_delay: int, label_fraction: float, interval_s: float) -> None:
+    if type(label_delay) is not int or label_delay < 0:
+        raise RiverbedError(
+            f"label delay must be a whole number of events >= 0, got {label_delay!r}"
+        )
+    if not 0.0 <= label_fraction <= 1.0:
+        raise RiverbedError(f"label fraction must be between 0 and 1, got {label_fraction!r}")
+    if not interval_s > 0:
+        raise RiverbedError(f"interval between events must be > 0 seconds, got {interval_s!r}")
+
+
+def schedule(
+    samples: Iterable[tuple[dict, Any]],
+    *,
+    label_delay: int = 0,
+    label_fraction: float = 1.0,
+    seed: int = 42,
+    start_ts: float = 1_700_000_000.0,
+    interval_s: float = 1.0,
+    id_prefix: str = "e",
+) -> Iterator[Record]:
+    """Events and labels of ``samples`` in the order River's ``simulate_qa`` reveals them.
+
+    Event ``i`` has id ``f"{id_prefix}-{i}"`` and ``ts = start_ts + i * interval_s``. With a
+    delay of ``N >= 1`` events its label is revealed just before event ``i + N``, at
+    ``ts = start_ts + (i + N - 0.5) * interval_s``; with ``N == 0`` just after event ``i``,
+    at ``start_ts + (i + 0.5) * interval_s``. Labels still pending after the last event follow
+    it in index order. This is ``river.stream.simulate_qa(samples, moment=None, delay=N)``:
+    at question ``j`` it first answers every ``i`` with ``i + N <= j``.
+
+    Parameters
+    ----------
+    samples
+        ``(x, y)`` pairs, e.g. :attr:`stream.datasets.Samples.rows` or a River dataset. ``x`` is
+        converted to message form (string keys, scalar values); a ``y`` of ``None`` means the
+        event is never labelled.
+    label_delay
+        ``N``, the delay of every label, counted in events.
+    label_fraction
+        Keep each label with this probability; the draws come from ``random.Random(seed)``,
+        one per sample in order, so the same seed keeps the same labels whatever the delay.
+    seed
+        Seed of the label draws.
+    start_ts, interval_s
+        Event time of the first event and the spacing between events, in seconds.
+        ``interval_s / 2`` must be representable at the magnitude of ``start_ts`` (anything
+        from a microsecond up is) for ``ts`` to grow strictly.
+    id_prefix
+        Prefix of the event ids.
+
+    >>> [(r.kind, r.id) for r in schedule([({}, 1), ({}, 2), ({}, 3)], label_delay=0)]
+    [('event', 'e-0'), ('label', 'e-0'), ('event', 'e-1'), ('label', 'e-1'), ('event', 'e-2'), ('label', 'e-2')]
+    """
+    _check_schedule_arguments(label_delay, label_fraction, interval_s)
+    keep_label = random.Random(seed).random
+    reveal_after = max(label_delay, 1)  # in events; 0 reveals between event i and event i + 1
+    pending: collections.deque[tuple[int, Record]] = collections.deque()
+
+    for i, (x, y) in enumerate(samples):
+        while pending and pending[0][0] + label_delay <= i:
+            yield pending.popleft()[1]
+
+        event_id = f"{id_prefix}-{i}"
+        ts = start_ts + i * interval_s
+        yield Record(EVENT, event_id, {"id": event_id, "x": message_features(x), "ts": ts}, ts)
+
+        y = message_target(y)
+        if keep_label() < label_fraction and y is not None:
+            label_ts = start_ts + (i + reveal_after - 0.5) * interval_s
+            label = {"id": event_id, "y": y, "ts": label_ts}
+            pending.append((i, Record(LABEL, event_id, label, label_ts)))
+
+    while pending:
+        yield pending.popleft()[1]
+
+
+def encoder(fmt: str) -> Callable[[dict], bytes]:
+    """The function that encodes a message as ``fmt`` (``"msgpack"`` or ``"json"``).
+
+    >>> encoder("json")({"id": "e-0", "ts": 1.5})
+    b'{"id":"e-0","ts":1.5}'
+    """
+    if fmt == "msgpack":
+        import msgpack
+
+        packer = msgpack.Packer(use_bin_type=True)
+        return packer.pack
+    if fmt == "json":
+        dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+        return lambda value: dumps(value).encode()
+    raise RiverbedError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+class _DeliveryFailures:
+    """Counts failed sends and remembers the first, from the producer's I/O thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: str | None = None
+
+    def __call__(self, exc: BaseException) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = f"{type(exc).__name__}: {exc}"
+
+
+def _connect(bootstrap: str):
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id="riverbed-replay",
+            acks="all",
+            enable_idempotence=True,  # with retries, keeps order within a partition
+            linger_ms=20,
+            batch_size=256 * 1024,
+            compression_type=None,
+            allow_auto_create_topics=False,
+            max_block_ms=30_000,
+        )
+    except KafkaError as exc:
+        raise KafkaUnavailableError(
+            f"no Kafka broker answers at {bootstrap} ({exc}); start one or fix the bootstrap address"
+        ) from exc
+
+
+def _require_topics(producer, bootstrap: str, names: Iterable[str]) -> None:
+    from kafka.errors import KafkaError
+
+    for name in names:
+        try:
+            partitions = producer.partitions_for(name)
+        except KafkaError:
+            partitions = None
+        if not partitions:
+            raise RiverbedError(
+                f"topic {name!r} does not exist at {bootstrap}; create it first "
+                "(riverbed creates the events and labels topics before replaying)"
+            )
+
+
+def produce(
+    bootstrap: str,
+    topics: Any,
+    records: Iterable[Record],
+    *,
+    fmt: str = "msgpack",
+    total: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Publish ``records``: events to ``topics.events``, labels to ``topics.labels``.
+
+    Each message is keyed by the event id (UTF-8) and encoded as ``fmt``. The producer is
+    idempotent with ``acks="all"``, so retries neither duplicate nor reorder messages within a
+    partition. The Kafka record timestamp is left to the producer (replayed event times can lie
+    far in the future, which Kafka 4 rejects); the event time travels in the payload ``ts``.
+    Topics are not created here: both must exist.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers, e.g. ``"127.0.0.1:9092"``.
+    topics
+        Anything with ``.events`` and ``.labels`` topic names, e.g. ``config.topics``.
+    records
+        What to publish, usually from :func:`schedule`.
+    fmt
+        ``"msgpack"`` or ``"json"``.
+    total
+        Number of events expected, for the progress bar.
+    progress
+        Show a progress bar of events on stderr.
+
+    Returns
+    -------
+    dict
+        ``{"events": n, "labels": n, "seconds": t}``, every message acknowledged.
+
+    Raises
+    ------
+    RiverbedError
+        When no broker answers, a topic is missing, or any message was not acknowledged.
+    """
+    from kafka.errors import KafkaError
+    from tqdm import tqdm
+
+    encode = encoder(fmt)
+    topic_of = {EVENT: topics.events, LABEL: topics.labels}
+    started = time.perf_counter()
+    producer = _connect(bootstrap)
+    failures = _DeliveryFailures()
+    counts = {EVENT: 0, LABEL: 0}
+    bar = tqdm(total=total, unit="event", file=sys.stderr, disable=not progress, desc="replay")
+    flushed = False
+    try:
+        _require_topics(producer, bootstrap, topic_of.values())
+        unshown = 0
+        for record in records:
+            try:
+                future = producer.send(
+                    topic_of[record.kind], value=encode(record.value), key=record.id.encode()
+                )
+            except KafkaError as exc:
+                raise RiverbedError(
+                    f"cannot send {record.kind} {record.id!r} to {topic_of[record.kind]!r}: {exc}"
+                ) from exc
+            future.add_errback(failures)
+            counts[record.kind] += 1
+            if record.kind == EVENT:
+                unshown += 1
+                if unshown == 1000:
+                    bar.update(unshown)
+                    unshown = 0
+        producer.flush()
+        flushed = True
+        bar.update(unshown)
+    finally:
+        bar.close()
+        producer.close(timeout=None if flushed else 5)
+    if failures.count:
+        raise RiverbedError(
+            f"{failures.count} of {counts[EVENT] + counts[LABEL]} messages were not acknowledged "
+            f"by {bootstrap} (first: {failures.first}); check the broker and replay again into "
+            "fresh topics"
+        )
+    return {
+        "events": counts[EVENT],
+        "labels": counts[LABEL],
+        "seconds": time.perf_counter() - started,
+    }

@@ -1,0 +1,282 @@
+"""End to end on the real broker: evaluation parity with River, crash recovery, poison input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import msgpack
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client import CollectorRegistry
+from river import evaluate
+
+from learners import build_metric, build_model
+from stream.cli import read_status
+from stream.datasets import open_dataset
+from stream.processor import Processor
+from stream.replay import produce, schedule
+from stream.topics import create_topics
+from tests.conftest import fresh_config, riverbed, write_config
+
+pytestmark = pytest.mark.broker
+
+
+def create_all(cfg) -> None:
+    t = cfg.topics
+    create_topics(cfg.kafka.bootstrap_servers, [t.events, t.labels, t.predictions, t.deadletter], cfg.kafka.partitions)
+
+
+def publish(cfg, dataset: str, *, delay: int, limit: int | None = None, seed: int = 42) -> dict:
+    create_all(cfg)
+    samples = open_dataset(dataset, limit=limit, seed=seed)
+    records = schedule(samples.rows, label_delay=delay, id_prefix=dataset, seed=seed)
+    return produce(cfg.kafka.bootstrap_servers, cfg.topics, records, progress=False)
+
+
+def run_once(cfg, registry: CollectorRegistry | None = None, idle: float = 1.0):
+    return asyncio.run(Processor(cfg, registry=registry, exit_when_idle=idle, serve_metrics=False).run())
+
+
+def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle_ms: int = 3000) -> list:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        consumer_timeout_ms=idle_ms,
+    )
+    try:
+        records = []
+        for record in consumer:
+            records.append(record)
+            if expected is not None and len(records) >= expected:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("delay", [100, 0])
+def test_prequential_metrics_equal_river_progressive_val_score(test_config, broker_bootstrap, tmp_path, delay):
+    """The acceptance anchor: `status --json` reports exactly River's progressive_val_score."""
+    cfg = fresh_config(test_config, broker_bootstrap, tmp_path / "state",
+                       model={"preset": "logreg", "task": "binary", "metrics": ["rocauc", "accuracy", "logloss"]})
+    config_file = write_config(cfg, tmp_path / "riverbed.toml")
+    riverbed("produce", "--dataset", "phishing", "--label-delay", str(delay), "--no-progress", config=config_file)
+    riverbed("run", "--exit-when-idle", "1", config=config_file)
+    status = json.loads(riverbed("status", "--json", config=config_file).stdout)
+
+    model = status["models"][status["serving"]]
+    assert status["counts"]["events"] == 1250
+    assert status["counts"]["joined"] == 1250 == model["n_learned"]
+    for name in ("rocauc", "accuracy", "logloss"):
+        expected = evaluate.progressive_val_score(
+            open_dataset("phishing").rows, build_model("logreg", "binary"), build_metric(name, "binary"), delay=delay
+        ).get()
+        assert model["metrics"][name] == pytest.approx(expected, abs=1e-12), name
+
+
+def test_predictions_follow_the_contract(service_config, broker_bootstrap):
+    cfg = service_config
+    publish(cfg, "phishing", delay=10, limit=200)
+    run_once(cfg)
+    records = read_topic(broker_bootstrap, cfg.topics.predictions, expected=200)
+    assert len(records) == 200
+    first = msgpack.unpackb(records[0].value, strict_map_key=False)
+    assert set(first) == {"id", "y_pred", "proba", "model", "version", "ts"}
+    assert records[0].key == first["id"].encode()
+    assert first["model"] == "logreg" and first["version"] == 0
+    last = msgpack.unpackb(records[-1].value, strict_map_key=False)
+    assert last["version"] == 190  # labels of events 0..189 were revealed before event 199 was asked
+    assert sum(last["proba"].values()) == pytest.approx(1.0)
+
+
+def _reader_config(cfg, tmp_path: Path, name: str):
+    """A second processor reading the same input topics, writing its own outputs and state."""
+    return cfg.replace(
+        topics={"predictions": cfg.topics.predictions + f"-{name}", "deadletter": cfg.topics.deadletter + f"-{name}"},
+        state={"dir": str(tmp_path / f"state-{name}")},
+    )
+
+
+def test_kill_9_at_random_moments_changes_nothing(test_config, broker_bootstrap, tmp_path):
+    """kill -9 five times during a 20,000-event replay: same model, each label learned once."""
+    base = fresh_config(
+        test_config, broker_bootstrap, tmp_path / "unused",
+        model={"preset": "hoeffding_adaptive", "task": "binary", "metrics": ["accuracy", "logloss"]},
+    )
+    base = base.replace(state={"checkpoint_interval_s": 0.3})
+    published = publish(base, "sea", delay=50, limit=20_000)
+    assert (published["events"], published["labels"]) == (20_000, 20_000)
+
+    reference = _reader_config(base, tmp_path, "reference")
+    run_once(reference)
+    expected = read_status(reference)
+
+    crashy = _reader_config(base, tmp_path, "crashy")
+    config_file = write_config(crashy, tmp_path / "crashy.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
+    rng = random.Random(2024)
+    progress = []
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "--config", str(config_file), "run"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        time.sleep(rng.uniform(2.0, 4.5))
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        try:
+            progress.append(read_status(crashy)["counts"]["events"])
+        except Exception:
+            progress.append(0)
+    riverbed("run", "--exit-when-idle", "1", config=config_file)
+    actual = read_status(crashy)
+
+    assert any(0 < p < 20_000 for p in progress), progress  # kills landed mid-stream
+    assert actual["models"]["hoeffding_adaptive"]["fingerprint"] == expected["models"]["hoeffding_adaptive"]["fingerprint"]
+    assert actual["models"]["hoeffding_adaptive"]["metrics"] == expected["models"]["hoeffding_adaptive"]["metrics"]
+    assert actual["models"]["hoeffding_adaptive"]["n_learned"] == 20_000
+    assert actual["counts"] == expected["counts"]
+    assert actual["counts"]["joined"] == 20_000
+    assert actual["counts"]["duplicate_labels"] == 0 and actual["counts"]["unmatched_labels"] == 0
+
+    reference_values = {r.key: r.value for r in read_topic(broker_bootstrap, reference.topics.predictions, 20_000)}
+    crash_values = defaultdict(set)
+    for record in read_topic(broker_bootstrap, crashy.topics.predictions):
+        crash_values[record.key].add(record.value)
+    assert len(reference_values) == 20_000
+    assert set(crash_values) == set(reference_values)  # every event predicted
+    assert all(values == {reference_values[key]} for key, values in crash_values.items())  # duplicates identical
+
+
+POISON_EVENTS = [
+    (b"\xc1\xc1 not msgpack", "undecodable"),
+    (b'{"id": "p-nan", "x": {"f": NaN}}', "non_finite"),
+    (msgpack.packb({"x": {"f": 1.0}}), "missing_id"),
+    (msgpack.packb({"id": "p-ts", "x": {"f": 1.0}, "ts": "soon"}), "bad_ts"),
+    (msgpack.packb([1, 2, 3]), "not_an_object"),
+    (msgpack.packb({"id": "p-list", "x": {"f": [1, 2]}}), "bad_feature_value"),
+    (msgpack.packb({"id": "p-big", "x": {"blob": "z" * 5000}}), "oversized"),
+    (None, "empty"),
+]
+POISON_LABELS = [
+    (msgpack.packb({"id": "phishing-3"}), "missing_y"),
+    (msgpack.packb({"id": "phishing-4", "y": [True]}), "bad_y"),
+    (b"\x93garbage", "undecodable"),
+]
+
+
+def test_poison_messages_go_to_deadletter_and_change_nothing(test_config, broker_bootstrap, tmp_path):
+    clean = fresh_config(test_config, broker_bootstrap, tmp_path / "clean", codec={"max_message_bytes": 4096})
+    poisoned = fresh_config(test_config, broker_bootstrap, tmp_path / "poisoned", codec={"max_message_bytes": 4096})
+    publish(clean, "phishing", delay=20)
+
+    create_all(poisoned)
+    samples = open_dataset("phishing")
+    producer = KafkaProducer(bootstrap_servers=broker_bootstrap, acks="all", max_in_flight_requests_per_connection=1)
+    rng = random.Random(11)
+    sent = []  # (topic, value, reason)
+    n_valid = 0
+    for record in schedule(samples.rows, label_delay=20, id_prefix="phishing"):
+        topic = poisoned.topics.events if record.kind == "event" else poisoned.topics.labels
+        producer.send(topic, key=record.id.encode(), value=msgpack.packb(record.value))
+        n_valid += 1
+        if rng.random() < 0.03:
+            pool = POISON_EVENTS if record.kind == "event" else POISON_LABELS
+            value, reason = pool[len(sent) % len(pool)]
+            producer.send(topic, key=f"poison-{len(sent)}".encode(), value=value)
+            sent.append((topic, value, reason))
+    producer.flush()
+    producer.close()
+    assert len(sent) >= 0.01 * n_valid
+    assert {r for _, _, r in sent} >= {"undecodable", "non_finite", "missing_id", "oversized", "empty", "missing_y"}
+
+    run_once(clean)
+    registry = CollectorRegistry()
+    run_once(poisoned, registry=registry)
+    clean_status, poisoned_status = read_status(clean), read_status(poisoned)
+
+    model_clean = clean_status["models"]["logreg"]
+    model_poisoned = poisoned_status["models"]["logreg"]
+    assert model_poisoned["fingerprint"] == model_clean["fingerprint"]
+    assert model_poisoned["metrics"] == model_clean["metrics"]
+    assert poisoned_status["counts"]["invalid"] == len(sent)
+    assert {k: v for k, v in poisoned_status["counts"].items() if k != "invalid"} == {
+        k: v for k, v in clean_status["counts"].items() if k != "invalid"
+    }
+
+    expected_by_reason = defaultdict(int)
+    for topic, _, reason in sent:
+        expected_by_reason[(topic, reason)] += 1
+    for (topic, reason), n in expected_by_reason.items():
+        value = registry.get_sample_value("riverbed_invalid_messages_total", {"topic": topic, "reason": reason})
+        assert value == n, (topic, reason)
+        assert poisoned_status["invalid_by_reason"][f"{topic}:{reason}"] == n
+
+    dead = read_topic(broker_bootstrap, poisoned.topics.deadletter, expected=len(sent))
+    assert len(dead) == len(sent)
+    for record, (topic, value, reason) in zip(dead, sent):  # one partition each: order is kept
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers["source_topic"] == topic
+        assert headers["reason"] == reason
+        assert int(headers["source_offset"]) >= 0 and headers["source_partition"] == "0"
+        assert record.value == value  # copied unchanged (a null value stays null)
+
+
+def test_metrics_are_exported(service_config):
+    cfg = service_config
+    publish(cfg, "phishing", delay=5, limit=300)
+    registry = CollectorRegistry()
+    run_once(cfg, registry=registry)
+    value = registry.get_sample_value
+    assert value("riverbed_events_total") == 300
+    assert value("riverbed_labels_total") == 300
+    assert value("riverbed_labels_joined_total") == 300
+    assert value("riverbed_predictions_total", {"model": "logreg"}) == 300
+    assert value("riverbed_label_delay_seconds_count") == 300
+    assert value("riverbed_predict_duration_seconds_count") == 300
+    assert value("riverbed_model_metric", {"model": "logreg", "metric": "accuracy"}) > 0.5
+    assert value("riverbed_checkpoint_size_bytes") > 0
+    assert value("riverbed_pending_entries") == 0
+    assert value("riverbed_consumer_lag_messages", {"topic": cfg.topics.events, "partition": "0"}) == 0
+
+
+def test_labels_without_events_duplicates_and_ttl(service_config, broker_bootstrap):
+    cfg = service_config.replace(labels={"ttl_s": 100.0})
+    create_all(cfg)
+    producer = KafkaProducer(bootstrap_servers=broker_bootstrap, acks="all", max_in_flight_requests_per_connection=1)
+    events, labels = cfg.topics.events, cfg.topics.labels
+
+    def send(topic, obj):
+        producer.send(topic, key=obj["id"].encode(), value=msgpack.packb(obj))
+
+    send(events, {"id": "a", "x": {"f": 1.0}, "ts": 1000.0})
+    send(events, {"id": "old", "x": {"f": 2.0}, "ts": 1001.0})
+    send(labels, {"id": "a", "y": True, "ts": 1002.0})
+    send(labels, {"id": "a", "y": True, "ts": 1003.0})          # duplicate
+    send(labels, {"id": "nobody", "y": False, "ts": 1004.0})    # unmatched
+    send(events, {"id": "b", "x": {"f": 3.0}, "ts": 1200.0})     # moves the watermark past old's ttl
+    send(labels, {"id": "old", "y": False, "ts": 1201.0})       # expired
+    producer.flush()
+    producer.close()
+    run_once(cfg)
+    counts = read_status(cfg)["counts"]
+    assert counts["events"] == 3 and counts["labels"] == 4
+    assert counts["joined"] == 1
+    assert counts["duplicate_labels"] == 1
+    assert counts["unmatched_labels"] == 1
+    assert counts["expired"] == 1

@@ -1,0 +1,860 @@
+"""Tests for :mod:`state`: pending labels, checkpoints, sealed model bytes, isolation."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import pathlib
+import pickle
+import random
+import struct
+import subprocess
+import sys
+import textwrap
+
+import msgpack
+import pytest
+import rocksdict
+
+import state
+from state import (
+    Checkpoint,
+    CorruptStateError,
+    IncompatibleStateError,
+    MemoryPendingLabels,
+    MissingStateError,
+    PendingLabels,
+    StateError,
+    StateLockedError,
+    StateStore,
+    seal,
+    unseal,
+)
+from state.pending import decode_ts, encode_ts
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+STATE_DIR = REPO_ROOT / "state"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def run_child(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that can import the project."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+
+
+def start_child(code: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+
+
+class PendingHarness:
+    """One PendingLabels implementation plus the commit/reopen moves that apply to it.
+
+    ``kind`` is ``"memory"``, ``"rocksdb"`` (``StateStore.pending``) or ``"rocksdb-learned"``
+    (``StateStore.learned``: same class, other keys).
+    """
+
+    def __init__(self, kind: str, path: pathlib.Path) -> None:
+        self.kind = kind
+        self.path = path
+        self.store: StateStore | None = None
+        if kind == "memory":
+            self.labels: PendingLabels = MemoryPendingLabels()
+        else:
+            self.store = StateStore(path)
+            self.labels = self._labels_of(self.store)
+
+    def _labels_of(self, store: StateStore) -> PendingLabels:
+        return store.learned if self.kind == "rocksdb-learned" else store.pending
+
+    def commit(self) -> None:
+        """Make the changes durable (no-op for the in-memory store)."""
+        if self.store is not None:
+            self.store.commit({}, b"model")
+
+    def reopen(self) -> None:
+        """Close and reopen (no-op for the in-memory store, which has nothing to reopen)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = StateStore(self.path)
+            self.labels = self._labels_of(self.store)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+@pytest.fixture(params=["memory", "rocksdb", "rocksdb-learned"])
+def pending(request: pytest.FixtureRequest, tmp_path: pathlib.Path):
+    harness = PendingHarness(request.param, tmp_path / "state")
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def store_path(tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path / "state"
+
+
+# -- PendingLabels contract (both implementations) -------------------------------------------
+
+
+def test_get_missing_is_none(pending: PendingHarness) -> None:
+    assert pending.labels.get("nope") is None
+    assert len(pending.labels) == 0
+
+
+@pytest.mark.parametrize("commit_first", [False, True], ids=["overlay", "committed"])
+def test_put_get_overwrite_delete(pending: PendingHarness, commit_first: bool) -> None:
+    labels = pending.labels
+    labels.put("a", 10.0, b"first")
+    labels.put("b", 11.0, b"other")
+    if commit_first:
+        pending.commit()
+    assert labels.get("a") == b"first"
+    assert len(labels) == 2
+
+    labels.put("a", 12.0, b"second")
+    assert labels.get("a") == b"second"
+    assert len(labels) == 2
+
+    labels.delete("a")
+    assert labels.get("a") is None
+    assert labels.get("b") == b"other"
+    assert len(labels) == 1
+
+    pending.commit()
+    pending.reopen()
+    labels = pending.labels
+    assert labels.get("a") is None
+    assert labels.get("b") == b"other"
+    assert len(labels) == 1
+
+
+def test_delete_missing_is_noop(pending: PendingHarness) -> None:
+    pending.labels.put("a", 1.0, b"x")
+    pending.labels.delete("missing")
+    pending.labels.delete("missing")
+    assert len(pending.labels) == 1
+
+
+def test_values_are_bytes_and_ids_are_unicode(pending: PendingHarness) -> None:
+    pending.labels.put("événement/🙂", 1.5, bytearray(b"\x00\xff"))
+    pending.labels.put("", 2.0, b"")
+    pending.commit()
+    pending.reopen()
+    assert pending.labels.get("événement/🙂") == b"\x00\xff"
+    assert type(pending.labels.get("événement/🙂")) is bytes
+    assert pending.labels.get("") == b""
+
+
+def test_rejects_nan_ts_and_non_str_ids(pending: PendingHarness) -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        pending.labels.put("a", float("nan"), b"x")
+    with pytest.raises(ValueError, match="NaN"):
+        pending.labels.expire(float("nan"))
+    with pytest.raises(TypeError, match="str"):
+        pending.labels.put(b"a", 1.0, b"x")  # type: ignore[arg-type]
+    assert len(pending.labels) == 0
+
+
+def test_expire_overlay_only(pending: PendingHarness) -> None:
+    for i, ts in enumerate([1.0, 2.0, 3.0]):
+        pending.labels.put(f"e{i}", ts, b"v")
+    assert pending.labels.expire(2.5) == 2
+    assert [pending.labels.get(f"e{i}") for i in range(3)] == [None, None, b"v"]
+    assert len(pending.labels) == 1
+    assert pending.labels.expire(2.5) == 0
+
+
+def test_expire_committed(pending: PendingHarness) -> None:
+    for i, ts in enumerate([1.0, 2.0, 3.0]):
+        pending.labels.put(f"e{i}", ts, b"v")
+    pending.commit()
+    pending.reopen()
+    assert pending.labels.expire(2.5) == 2
+    assert len(pending.labels) == 1
+    pending.commit()
+    pending.reopen()
+    assert len(pending.labels) == 1
+    assert pending.labels.get("e2") == b"v"
+    assert pending.labels.expire(2.5) == 0
+
+
+def test_expire_is_strict_at_the_boundary(pending: PendingHarness) -> None:
+    pending.labels.put("at", 5.0, b"v")
+    pending.commit()
+    pending.labels.put("at-overlay", 5.0, b"v")
+    assert pending.labels.expire(5.0) == 0
+    assert pending.labels.expire(5.000001) == 2
+
+
+def test_expire_mixes_overlay_and_committed_entries(pending: PendingHarness) -> None:
+    labels = pending.labels
+    labels.put("old-committed", 1.0, b"v")
+    labels.put("moved-later", 1.5, b"v")  # committed old, overwritten with a late ts below
+    labels.put("deleted", 1.2, b"v")  # committed, deleted in the overlay below
+    labels.put("new-committed", 9.0, b"v")
+    pending.commit()
+    labels.put("old-overlay", 2.0, b"v")
+    labels.put("moved-later", 8.0, b"w")
+    labels.delete("deleted")
+    labels.put("overlay-moved-earlier", 7.0, b"v")
+    labels.put("overlay-moved-earlier", 2.5, b"w")
+    labels.put("late-overlay", 8.5, b"v")
+
+    assert labels.expire(5.0) == 3  # old-committed, old-overlay, overlay-moved-earlier
+    assert len(labels) == 3
+    assert labels.get("moved-later") == b"w"
+    assert labels.get("new-committed") == b"v"
+    assert labels.get("late-overlay") == b"v"
+    for gone in ("old-committed", "old-overlay", "overlay-moved-earlier", "deleted"):
+        assert labels.get(gone) is None
+
+    pending.commit()
+    pending.reopen()
+    assert len(pending.labels) == 3
+    assert pending.labels.expire(8.2) == 1  # moved-later (at 8.0 now, not 1.5)
+    assert pending.labels.expire(100.0) == 2
+
+
+def test_expire_twice_between_commits_counts_each_entry_once(pending: PendingHarness) -> None:
+    for i in range(10):
+        pending.labels.put(f"e{i}", float(i), b"v")
+    pending.commit()
+    assert pending.labels.expire(3.0) == 3
+    pending.labels.put("back-in-time", 1.0, b"v")  # below the range already expired
+    pending.labels.put("e1", 5.5, b"again")  # re-put an expired committed id
+    assert pending.labels.expire(5.0) == 3  # e3, e4, back-in-time
+    assert len(pending.labels) == 6
+    assert pending.labels.get("e1") == b"again"
+    pending.commit()
+    pending.reopen()
+    assert len(pending.labels) == 6
+    assert pending.labels.expire(6.0) == 2  # e5, and e1 at 5.5
+    assert len(pending.labels) == 4
+
+
+def test_negative_and_infinite_times_expire_in_order(pending: PendingHarness) -> None:
+    times = [-float("inf"), -1e9, -1.5, -0.0, 0.0, 1e-300, 2.0, 1e12, float("inf")]
+    for i, ts in enumerate(times):
+        pending.labels.put(f"e{i}", ts, b"v")
+    pending.commit()
+    assert pending.labels.expire(0.0) == 3  # -0.0 is the same time as 0.0: not expired
+    assert pending.labels.expire(1e12) == 4
+    assert pending.labels.expire(float("inf")) == 1
+    assert len(pending.labels) == 1
+
+
+def test_len_is_exact_against_a_reference_model(pending: PendingHarness) -> None:
+    rng = random.Random(20240611)
+    reference: dict[str, tuple[float, bytes]] = {}
+    for _ in range(1500):
+        labels = pending.labels
+        op = rng.random()
+        event_id = f"id{rng.randrange(200)}"
+        if op < 0.65:
+            ts = float(rng.randrange(1000))
+            value = rng.randbytes(rng.randrange(8))
+            labels.put(event_id, ts, value)
+            reference[event_id] = (ts, value)
+        elif op < 0.85:
+            labels.delete(event_id)
+            reference.pop(event_id, None)
+        elif op < 0.97:
+            before = float(rng.randrange(1000))
+            expected = [k for k, (ts, _) in reference.items() if ts < before]
+            assert labels.expire(before) == len(expected)
+            for k in expected:
+                del reference[k]
+        elif op < 0.99:  # commits are rare: each one is an fsync
+            pending.commit()
+        else:
+            pending.commit()
+            pending.reopen()
+        assert len(pending.labels) == len(reference)
+        assert pending.labels.get(event_id) == (reference.get(event_id) or (None, None))[1]
+    pending.commit()
+    pending.reopen()
+    assert len(pending.labels) == len(reference)
+    for event_id, (_, value) in reference.items():
+        assert pending.labels.get(event_id) == value
+
+
+def test_pending_and_learned_are_separate_and_commit_together(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        store.pending.put("e1", 1.0, b"pending")
+        store.learned.put("e1", 1.0, b"")
+        store.learned.put("e2", 2.0, b"")
+        assert (len(store.pending), len(store.learned)) == (1, 2)
+        store.commit({}, b"m")
+        store.learned.put("e3", 3.0, b"")  # not committed
+        assert store.pending.expire(10.0) == 1
+        assert len(store.learned) == 3
+    with StateStore(store_path) as store:
+        assert store.pending.get("e1") == b"pending"
+        assert store.learned.get("e1") == b""
+        assert store.learned.get("e3") is None
+        assert (len(store.pending), len(store.learned)) == (1, 2)
+        assert store.learned.expire(1.5) == 1
+        assert store.pending.get("e1") == b"pending"
+
+
+def test_ts_encoding_orders_like_numbers() -> None:
+    rng = random.Random(7)
+    values = [rng.uniform(-1e6, 1e6) for _ in range(500)]
+    values += [0.0, 5e-324, -5e-324, 1.7e308, -1.7e308, float("inf"), -float("inf"), 1e-9]
+    for ts in values:
+        assert decode_ts(encode_ts(ts)) == ts
+        assert len(encode_ts(ts)) == 8
+    ordered = sorted(values)
+    assert sorted(values, key=encode_ts) == ordered
+    assert encode_ts(-0.0) == encode_ts(0.0)
+    # non-negative times keep the IEEE big-endian bytes apart from the flipped sign bit
+    assert encode_ts(1.0) == bytes([struct.pack(">d", 1.0)[0] | 0x80]) + struct.pack(">d", 1.0)[1:]
+
+
+# -- StateStore ------------------------------------------------------------------------------
+
+
+def test_empty_store_has_no_checkpoint(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        assert store.checkpoints() == []
+        assert store.load() is None
+        assert store.load(1) is None
+        assert len(store.pending) == 0
+
+
+def test_commit_and_reload_round_trip(store_path: pathlib.Path) -> None:
+    meta = {
+        "offsets": {"in": {0: 17, 3: 2**40}},
+        "counts": [1, 2, 3],
+        "metric": 0.875,
+        "fingerprint": b"\x00\x01",
+        "created": "2024-06-11T10:00:00Z",
+        "none": None,
+    }
+    with StateStore(store_path) as store:
+        store.pending.put("e1", 100.0, b"pending-1")
+        ckpt = store.commit(meta, b"sealed-model")
+        assert ckpt == Checkpoint(
+            seq=1,
+            meta={**meta, "seq": 1},
+            model_blob=b"sealed-model",
+            size_bytes=len(b"sealed-model") + len(msgpack.packb({**meta, "seq": 1})),
+        )
+        assert store.load() == ckpt
+    with StateStore(store_path) as store:
+        assert store.checkpoints() == [1]
+        assert store.load() == ckpt
+        assert store.load(1) == ckpt
+        assert store.pending.get("e1") == b"pending-1"
+        assert len(store.pending) == 1
+        second = store.commit({"seq": "ignored"}, b"m2")
+        assert second.seq == 2
+        assert second.meta == {"seq": 2}
+
+
+def test_commit_rejects_unencodable_meta_and_keeps_the_overlay(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        store.pending.put("e1", 1.0, b"v")
+        with pytest.raises(TypeError, match="msgpack-able"):
+            store.commit({"bad": object()}, b"m")
+        assert store.checkpoints() == []
+        assert store.commit({}, b"m").seq == 1
+    with StateStore(store_path) as store:
+        assert store.pending.get("e1") == b"v"
+
+
+def test_overlay_is_gone_after_reopen_without_commit(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        store.pending.put("kept", 1.0, b"k")
+        store.commit({"n": 1}, b"m1")
+        store.pending.put("lost", 2.0, b"l")
+        store.pending.delete("kept")
+        assert len(store.pending) == 1
+    with StateStore(store_path) as store:
+        assert store.pending.get("lost") is None
+        assert store.pending.get("kept") == b"k"
+        assert len(store.pending) == 1
+        assert store.checkpoints() == [1]
+
+
+CRASHING_CHILD = """
+    import os, sys
+    from state import StateStore
+
+    store = StateStore(sys.argv[1])
+    store.pending.put("a", 1.0, b"A")
+    store.pending.put("b", 2.0, b"B")
+    store.commit({"offsets": {"0": 10}}, b"model-1")
+    store.pending.put("c", 3.0, b"C")
+    store.pending.delete("a")
+    store.pending.expire(2.5)
+    store.learned.put("a", 1.0, b"")
+    if sys.argv[2] == "after-commit":
+        store.commit({"offsets": {"0": 20}}, b"model-2")
+    os._exit(9)
+"""
+
+
+def test_crash_before_commit_leaves_the_previous_checkpoint(store_path: pathlib.Path) -> None:
+    result = run_child(CRASHING_CHILD, str(store_path), "before-commit")
+    assert result.returncode == 9, result.stderr
+    with StateStore(store_path) as store:
+        assert store.checkpoints() == [1]
+        ckpt = store.load()
+        assert ckpt is not None
+        assert ckpt.meta == {"offsets": {"0": 10}, "seq": 1}
+        assert ckpt.model_blob == b"model-1"
+        assert len(store.pending) == 2
+        assert store.pending.get("a") == b"A"
+        assert store.pending.get("b") == b"B"
+        assert store.pending.get("c") is None
+        assert len(store.learned) == 0
+
+
+def test_crash_after_commit_keeps_the_new_checkpoint(store_path: pathlib.Path) -> None:
+    result = run_child(CRASHING_CHILD, str(store_path), "after-commit")
+    assert result.returncode == 9, result.stderr
+    with StateStore(store_path) as store:
+        assert store.checkpoints() == [2, 1]
+        ckpt = store.load()
+        assert ckpt is not None and ckpt.model_blob == b"model-2"
+        assert ckpt.meta["offsets"] == {"0": 20}
+        assert len(store.pending) == 1
+        assert store.pending.get("c") == b"C"
+        assert store.pending.get("a") is None
+        assert store.pending.get("b") is None
+        assert store.learned.get("a") == b""
+
+
+def test_keep_prunes_old_checkpoints(store_path: pathlib.Path) -> None:
+    with StateStore(store_path, keep=2) as store:
+        for n in range(1, 6):
+            assert store.commit({"n": n}, f"model-{n}".encode()).seq == n
+        assert store.checkpoints() == [5, 4]
+        assert store.load(3) is None
+        older = store.load(4)
+        assert older is not None and older.model_blob == b"model-4"
+    with StateStore(store_path, keep=3) as store:
+        assert store.checkpoints() == [5, 4]
+        store.commit({}, b"model-6")
+        assert store.checkpoints() == [6, 5, 4]
+        raw_keys = list(store._db.keys())  # noqa: SLF001 -- pruning deletes the model bytes too
+        assert not any(k.startswith(b"model/") and k[-1] in (1, 2, 3) for k in raw_keys)
+
+
+def test_keep_must_be_positive(store_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="keep"):
+        StateStore(store_path, keep=0)
+
+
+def test_older_checkpoint_loads_while_pending_stays_newest(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        store.pending.put("e1", 1.0, b"v1")
+        store.commit({"n": 1}, b"m1")
+        store.pending.put("e2", 2.0, b"v2")
+        store.commit({"n": 2}, b"m2")
+    with StateStore(store_path) as store:
+        fallback = store.load(1)
+        assert fallback is not None and fallback.meta["n"] == 1
+        assert store.pending.get("e2") == b"v2"  # pending labels are the newest checkpoint's
+
+
+WRITER_CHILD = """
+    import sys
+    from state import StateStore
+
+    store = StateStore(sys.argv[1])
+    store.pending.put("e1", 1.0, b"v1")
+    store.commit({"n": 1}, b"model-1")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    store.pending.put("e2", 2.0, b"v2")
+    store.commit({"n": 2}, b"model-2")
+    store.pending.put("uncommitted", 3.0, b"v3")
+    print("committed", flush=True)
+    sys.stdin.readline()
+    store.close()
+    print("closed", flush=True)
+"""
+
+
+def test_read_only_open_while_another_process_writes(store_path: pathlib.Path) -> None:
+    writer = start_child(WRITER_CHILD, str(store_path))
+    try:
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
+
+        with StateStore(store_path, read_only=True) as reader:
+            assert reader.checkpoints() == [1]
+            ckpt = reader.load()
+            assert ckpt is not None and ckpt.model_blob == b"model-1"
+            assert len(reader.pending) == 1
+            assert reader.pending.get("e1") == b"v1"
+
+        with pytest.raises(StateLockedError) as locked:
+            StateStore(store_path)
+        assert str(store_path) in str(locked.value)
+        assert "riverbed run" in str(locked.value)
+        assert "[state] dir" in str(locked.value)
+
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "committed"
+        with StateStore(store_path, read_only=True) as reader:
+            assert reader.checkpoints() == [2, 1]
+            assert reader.load().model_blob == b"model-2"  # type: ignore[union-attr]
+            assert len(reader.pending) == 2
+            assert reader.pending.get("uncommitted") is None
+
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "closed"
+        assert writer.wait(timeout=20) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+
+
+def test_second_writer_in_the_same_process_is_locked_out(store_path: pathlib.Path) -> None:
+    with StateStore(store_path):
+        with pytest.raises(StateLockedError, match="in use by another process"):
+            StateStore(store_path)
+
+
+def test_read_only_store_refuses_changes(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        store.pending.put("e", 1.0, b"v")
+        store.commit({}, b"m")
+    with StateStore(store_path, read_only=True) as reader:
+        assert reader.pending.get("e") == b"v"
+        with pytest.raises(StateError, match="read-only"):
+            reader.commit({}, b"m")
+        with pytest.raises(StateError, match="read-only"):
+            reader.pending.put("x", 1.0, b"v")
+        with pytest.raises(StateError, match="read-only"):
+            reader.pending.delete("e")
+        with pytest.raises(StateError, match="read-only"):
+            reader.pending.expire(10.0)
+
+
+def test_read_only_open_of_a_missing_dir(store_path: pathlib.Path) -> None:
+    with pytest.raises(MissingStateError, match="nothing was checkpointed"):
+        StateStore(store_path, read_only=True)
+    assert not store_path.exists()
+
+
+def test_refuses_a_foreign_directory(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(IncompatibleStateError, match="not a riverbed state dir"):
+        StateStore(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    a_file = tmp_path / "notes.txt"
+    with pytest.raises(IncompatibleStateError, match="is a file"):
+        StateStore(a_file)
+
+
+def test_accepts_a_dir_left_by_a_crash_during_its_first_open(store_path: pathlib.Path) -> None:
+    store_path.mkdir()
+    (store_path / "LOCK").write_bytes(b"")
+    (store_path / "LOG").write_text("rocksdb log")
+    with StateStore(store_path) as store:
+        assert store.commit({}, b"m").seq == 1
+
+
+class RunsCodeWhenUnpickled:
+    """A pickle payload whose loading creates ``marker`` (stands in for arbitrary code)."""
+
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_values_are_raw_bytes_never_unpickled(tmp_path: pathlib.Path) -> None:
+    probe = tmp_path / "probe-ran"
+    pickle.loads(pickle.dumps(RunsCodeWhenUnpickled(probe)))
+    assert probe.exists(), "the payload must really run code when unpickled"
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(RunsCodeWhenUnpickled(marker))
+    path = tmp_path / "state"
+    with StateStore(path) as store:
+        store.pending.put("evil", 1.0, payload)
+        store.commit({"blob": payload}, payload)
+    with StateStore(path) as store:
+        ckpt = store.load()
+        assert ckpt is not None
+        assert ckpt.model_blob == payload
+        assert ckpt.meta["blob"] == payload
+        assert store.pending.get("evil") == payload
+    with StateStore(path, read_only=True) as reader:
+        assert reader.load().model_blob == payload  # type: ignore[union-attr]
+    assert not marker.exists()
+
+
+def test_refuses_a_pickle_mode_rocksdict_database(tmp_path: pathlib.Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "pickled"
+    db = rocksdict.Rdict(str(path))  # rocksdict's default mode pickles values
+    db["ckpt"] = RunsCodeWhenUnpickled(marker)
+    db.close()
+    with pytest.raises(IncompatibleStateError, match="pickle mode"):
+        StateStore(path)
+    with pytest.raises(IncompatibleStateError):
+        StateStore(path, read_only=True)
+    assert not marker.exists()
+
+
+def test_refuses_a_foreign_raw_rocksdb(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "foreign"
+    db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True))
+    db[b"someone"] = b"else"
+    db.close()
+    with pytest.raises(IncompatibleStateError, match="not a riverbed state dir"):
+        StateStore(path)
+
+
+def test_undecodable_checkpoint_meta_is_corrupt(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        store.commit({}, b"m")
+    db = rocksdict.Rdict(str(store_path), rocksdict.Options(raw_mode=True))
+    db[b"ckpt/" + (1).to_bytes(8, "big")] = b"\xc1"  # never used by msgpack
+    db.close()
+    with StateStore(store_path) as store:
+        with pytest.raises(CorruptStateError, match="checkpoint 1"):
+            store.load()
+
+
+def test_close_is_idempotent_and_final(store_path: pathlib.Path) -> None:
+    store = StateStore(store_path)
+    store.close()
+    store.close()
+    assert store.closed
+    with pytest.raises(StateError, match="closed"):
+        store.load()
+    with pytest.raises(StateError, match="closed"):
+        store.commit({}, b"m")
+
+
+def test_disk_size_grows_with_checkpoints(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        before = store.disk_size_bytes()
+        assert before > 0
+        store.commit({}, os.urandom(1 << 20))
+        assert store.disk_size_bytes() >= before + (1 << 20)
+        assert store.path == store_path
+
+
+def test_open_errors_are_translated(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        translate = store._translate_open_error  # noqa: SLF001
+        locked = translate(Exception("IO error: While lock file: /x/LOCK: Resource unavailable"))
+        assert isinstance(locked, StateLockedError)
+        corrupt = translate(Exception("Corruption: block checksum mismatch"))
+        assert type(corrupt) is CorruptStateError
+        other = translate(Exception("IO error: disk full"))
+        assert type(other) is StateError
+
+
+def test_state_errors_are_operator_errors() -> None:
+    for cls in (StateError, CorruptStateError, IncompatibleStateError, StateLockedError):
+        assert cls.exit_code == 2
+        assert issubclass(cls, StateError)
+    err = StateLockedError("/var/lib/riverbed", "lock hold")
+    clone = pickle.loads(pickle.dumps(err))
+    assert str(clone) == str(err)
+    assert clone.path == "/var/lib/riverbed"
+
+
+# -- sealed model bytes ----------------------------------------------------------------------
+
+PAYLOAD = b"pickled model bytes \x00\x01\x02" * 10
+VERSION = "river 0.26.1"
+KEY = b"k" * 32
+
+
+def test_seal_layout() -> None:
+    blob = seal(PAYLOAD, producer_version=VERSION, key=KEY)
+    n = len(VERSION)
+    assert blob[:4] == b"RVBD"
+    assert struct.unpack(">HHH", blob[4:10]) == (1, 1, n)
+    assert blob[10 : 10 + n] == VERSION.encode()
+    assert struct.unpack(">Q", blob[10 + n : 18 + n]) == (len(PAYLOAD),)
+    assert blob[18 + n : 50 + n] == hashlib.sha256(PAYLOAD).digest()
+    assert blob[82 + n :] == PAYLOAD
+    unsigned = seal(PAYLOAD, producer_version=VERSION)
+    assert struct.unpack(">H", unsigned[6:8]) == (0,)
+    assert len(unsigned) == len(blob) - 32
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["unsigned", "hmac"])
+@pytest.mark.parametrize("payload", [PAYLOAD, b""], ids=["payload", "empty"])
+def test_seal_round_trip(key: bytes | None, payload: bytes) -> None:
+    blob = seal(payload, producer_version=VERSION, key=key)
+    assert unseal(blob, key=key) == payload
+    assert unseal(blob, expect_version=VERSION, key=key) == payload
+    assert unseal(memoryview(blob), key=key) == payload
+
+
+def test_signed_blob_unseals_without_key() -> None:
+    assert unseal(seal(PAYLOAD, producer_version=VERSION, key=KEY)) == PAYLOAD
+
+
+def test_bad_magic_is_corrupt() -> None:
+    blob = seal(PAYLOAD, producer_version=VERSION)
+    with pytest.raises(CorruptStateError, match="not sealed model bytes"):
+        unseal(b"XXXX" + blob[4:])
+    with pytest.raises(CorruptStateError, match="not sealed model bytes"):
+        unseal(pickle.dumps({"a": 1}))
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["unsigned", "hmac"])
+def test_every_truncation_is_corrupt(key: bytes | None) -> None:
+    blob = seal(PAYLOAD, producer_version=VERSION, key=key)
+    for cut in range(len(blob)):
+        with pytest.raises(CorruptStateError):
+            unseal(blob[:cut], key=key)
+
+
+def test_length_mismatch_is_corrupt() -> None:
+    blob = seal(PAYLOAD, producer_version=VERSION)
+    with pytest.raises(CorruptStateError, match="padded"):
+        unseal(blob + b"\x00")
+    with pytest.raises(CorruptStateError, match="truncated"):
+        unseal(blob[:-1])
+
+
+def test_checksum_mismatch_is_corrupt() -> None:
+    blob = bytearray(seal(PAYLOAD, producer_version=VERSION))
+    blob[-1] ^= 0xFF
+    with pytest.raises(CorruptStateError, match="SHA-256"):
+        unseal(bytes(blob))
+
+
+def test_hmac_mismatch_is_corrupt() -> None:
+    blob = seal(PAYLOAD, producer_version=VERSION, key=KEY)
+    with pytest.raises(CorruptStateError, match="HMAC"):
+        unseal(blob, key=b"another key")
+    # a signed header field altered (payload and its checksum untouched)
+    forged = bytearray(blob)
+    forged[10] ^= 0x20  # "river" -> "Rivver"-ish
+    with pytest.raises(CorruptStateError, match="HMAC"):
+        unseal(bytes(forged), key=KEY)
+    # payload and checksum both replaced consistently: only the HMAC catches it
+    n = len(VERSION)
+    evil = b"evil payload".ljust(len(PAYLOAD))
+    replaced = blob[: 18 + n] + hashlib.sha256(evil).digest() + blob[50 + n : 82 + n] + evil
+    assert unseal(replaced) == evil  # without a key only integrity, not origin, is checked
+    with pytest.raises(CorruptStateError, match="HMAC"):
+        unseal(replaced, key=KEY)
+
+
+def test_missing_hmac_is_corrupt_when_a_key_is_configured() -> None:
+    blob = seal(PAYLOAD, producer_version=VERSION)
+    with pytest.raises(CorruptStateError, match="not signed"):
+        unseal(blob, key=KEY)
+
+
+def test_unknown_format_version_or_flags_are_incompatible() -> None:
+    blob = seal(PAYLOAD, producer_version=VERSION)
+    with pytest.raises(IncompatibleStateError, match="format version 2"):
+        unseal(blob[:4] + struct.pack(">H", 2) + blob[6:])
+    with pytest.raises(IncompatibleStateError, match="flags"):
+        unseal(blob[:6] + struct.pack(">H", 0x0002) + blob[8:])
+
+
+def test_producer_version_mismatch_is_incompatible() -> None:
+    blob = seal(PAYLOAD, producer_version="river 0.25.0")
+    with pytest.raises(IncompatibleStateError) as excinfo:
+        unseal(blob, expect_version="river 0.26.1")
+    message = str(excinfo.value)
+    assert "river 0.25.0" in message and "river 0.26.1" in message
+    assert "install the same version or start from a fresh [state] dir" in message
+
+
+def test_empty_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        seal(PAYLOAD, producer_version=VERSION, key=b"")
+    with pytest.raises(ValueError, match="empty"):
+        unseal(seal(PAYLOAD, producer_version=VERSION), key=b"")
+
+
+# -- isolation -------------------------------------------------------------------------------
+
+FORBIDDEN_IMPORTS = {"kafka", "aiokafka", "confluent_kafka", "river", "stream", "learners"}
+
+
+def test_state_imports_nothing_from_kafka_river_stream_or_learners() -> None:
+    files = sorted(STATE_DIR.glob("*.py"))
+    assert files
+    offenders = []
+    for path in files:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            offenders += [
+                f"{path.name}:{node.lineno} imports {name}"
+                for name in names
+                if name.split(".")[0] in FORBIDDEN_IMPORTS
+            ]
+    assert offenders == []
+
+
+def test_importing_state_loads_no_forbidden_module() -> None:
+    result = run_child(
+        """
+        import sys
+        import state
+        forbidden = %r
+        print(sorted(m for m in sys.modules if m.split(".")[0] in forbidden))
+        """
+        % (sorted(FORBIDDEN_IMPORTS),)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_package_exports() -> None:
+    assert set(state.__all__) >= {
+        "StateStore",
+        "Checkpoint",
+        "PendingLabels",
+        "MemoryPendingLabels",
+        "RocksPendingLabels",
+        "MissingStateError",
+        "seal",
+        "unseal",
+        "StateError",
+        "CorruptStateError",
+        "IncompatibleStateError",
+        "StateLockedError",
+    }
