@@ -433,7 +433,7 @@ class Processor:
         for item in items:
             payload, record = item.payload
             if item.ts is None:
-                self._dead_letter(record, payload)
+                self._dead_letter(payload, record)
             else:
                 if self.watermark is None or item.ts > self.watermark:
                     self.watermark = item.ts
