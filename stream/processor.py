@@ -233,6 +233,11 @@ class Processor:
                 )
                 for tp in self._inputs:
                     self.merge.register((tp.topic, tp.partition))
+                log.info(
+                    "consuming %s from %s",
+                    ", ".join(f"{tp.topic}:{tp.partition}" for tp in self._inputs),
+                    "the checkpointed offsets" if self.offsets else "the beginning",
+                )
                 processed = await self._loop()
                 await self.checkpoint()
             finally:

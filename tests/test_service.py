@@ -22,6 +22,7 @@ from river import evaluate
 from learners import build_metric, build_model
 from stream.cli import read_status
 from stream.datasets import open_dataset
+from stream.errors import RiverbedError
 from stream.processor import Processor
 from stream.replay import produce, schedule
 from stream.topics import create_topics
@@ -131,22 +132,29 @@ def test_kill_9_at_random_moments_changes_nothing(test_config, broker_bootstrap,
     progress = []
     for _ in range(5):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "--config", str(config_file), "run"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [sys.executable, "-m", "stream", "--config", str(config_file), "--log-level", "INFO", "run"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
-        time.sleep(rng.uniform(2.0, 4.5))
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        for line in proc.stderr:  # wait until the model is restored and the loop starts
+            if "consuming" in line:
+                break
+        else:
+            pytest.fail(f"processor exited early with {proc.wait()}")
+        time.sleep(rng.uniform(0.35, 0.9))
+        assert proc.poll() is None, "the processor finished before the kill: replay more events"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
         try:
             progress.append(read_status(crashy)["counts"]["events"])
-        except Exception:
+        except RiverbedError:  # killed before its first checkpoint
             progress.append(0)
     riverbed("run", "--exit-when-idle", "1", config=config_file)
     actual = read_status(crashy)
 
-    assert any(0 < p < 20_000 for p in progress), progress  # kills landed mid-stream
+    print("events covered by the checkpoint after each kill:", progress)
+    assert all(p < 20_000 for p in progress) and progress[-1] > 0, progress  # every kill landed mid-replay
+    assert progress == sorted(progress), progress
     assert actual["models"]["hoeffding_adaptive"]["fingerprint"] == expected["models"]["hoeffding_adaptive"]["fingerprint"]
     assert actual["models"]["hoeffding_adaptive"]["metrics"] == expected["models"]["hoeffding_adaptive"]["metrics"]
     assert actual["models"]["hoeffding_adaptive"]["n_learned"] == 20_000
