@@ -10,6 +10,7 @@ from learners.errors import LearnerError
 from learners.evaluation import Prequential
 from learners.fingerprint import fingerprint
 from learners.metrics import build_metric, metric_names
+from learners.model_set import ModelSet, Served
 from learners.online_model import OnlineModel
 from learners.presets import PRESETS, TASKS, PresetSpec, build_model
 
@@ -17,9 +18,11 @@ __all__ = [
     "PRESETS",
     "TASKS",
     "LearnerError",
+    "ModelSet",
     "OnlineModel",
     "PresetSpec",
     "Prequential",
+    "Served",
     "build_metric",
     "build_model",
     "fingerprint",

@@ -151,6 +151,11 @@ class OnlineModel:
         self.model.learn_one(x, y)
         self.n_learned += 1
 
+    def learn_unscored(self, x: dict, y) -> None:
+        """Learn ``(x, y)`` without scoring: the model made no prediction for this event."""
+        self.model.learn_one(x, y)
+        self.n_learned += 1
+
     def fingerprint(self) -> str:
         """The canonical sha256 of the model's learned state (see :mod:`learners.fingerprint`)."""
         return _fingerprint(self.model)

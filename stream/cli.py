@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _TransientCoordinatorErrors(logging.Filter):
+    """aiokafka logs ERROR while a fresh broker elects its group coordinator; it retries itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "GroupCoordinatorNotAvailable" not in record.getMessage()
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level),
@@ -137,6 +144,7 @@ def configure_logging(level: str) -> None:
     )
     for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
+    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_TransientCoordinatorErrors())
 
 
 # -- commands ------------------------------------------------------------------------------

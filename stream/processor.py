@@ -50,7 +50,7 @@ import river
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from learners import OnlineModel, build_model
+from learners import ModelSet, build_model
 from state import StateStore, seal, unseal
 from state.errors import StateError
 from stream import __version__
@@ -147,8 +147,7 @@ class Processor:
         self.invalid_by_reason: dict[str, int] = {}
         self.offsets: dict[tuple[str, int], int] = {}
         self.watermark: float | None = None
-        self.models: dict[str, OnlineModel] = {}
-        self.serving: str = config.model_name
+        self.models: ModelSet | None = None
         self.resumed_from: int | None = None
         self.checkpoints_written = 0
         self.last_checkpoint = None
@@ -284,7 +283,6 @@ class Processor:
                     "resuming from older checkpoint %d: labels learned after it may count as duplicates", seq
                 )
             self.models = state["models"]
-            self.serving = state["serving"]
             self.counts.update(ckpt.meta["counts"])
             self.invalid_by_reason = dict(ckpt.meta.get("invalid_by_reason", {}))
             self.offsets = {(t, p): o for t, p, o in ckpt.meta["offsets"]}
@@ -293,7 +291,7 @@ class Processor:
             self.resumed_from = seq
             self.last_checkpoint = ckpt
             self._reported = dict(self.counts)
-            model = self.models[self.serving]
+            model = self.models.serving_model
             log.info(
                 "resumed from checkpoint %d: model %s v%d, offsets %s",
                 seq,
@@ -308,9 +306,7 @@ class Processor:
                 "move the directory aside to start from scratch"
             )
         m = self.config.model
-        model = build_model(m.preset, m.task)
-        self.models = {spec["name"]: OnlineModel(spec["name"], model, m.task, list(m.metrics))}
-        self.serving = spec["name"]
+        self.models = ModelSet.single(spec["name"], build_model(m.preset, m.task), m.task, m.metrics)
         log.info("no checkpoint in %s: starting a new %s model (%s)", self.store.path, m.preset, m.task)
 
     async def checkpoint(self) -> None:
@@ -318,7 +314,7 @@ class Processor:
         started = time.perf_counter()
         await self.output.flush()
         blob = seal(
-            pickle.dumps({"models": self.models, "serving": self.serving}, protocol=5),
+            pickle.dumps({"models": self.models}, protocol=5),
             producer_version=MODEL_FORMAT,
             key=model_key(),
         )
@@ -330,17 +326,9 @@ class Processor:
             "invalid_by_reason": dict(self.invalid_by_reason),
             "watermark": self.watermark,
             "events_since_sweep": self._events_since_sweep,
-            "serving": self.serving,
+            "serving": self.models.serving,
             "pending": len(self.store.pending),
-            "models": {
-                name: {
-                    "n_learned": m.n_learned,
-                    "fingerprint": m.fingerprint(),
-                    "metrics": m.evaluation.values(),
-                    "task": m.task,
-                }
-                for name, m in self.models.items()
-            },
+            "models": self.models.describe(),
             "versions": {"riverbed": __version__, "river": river.__version__},
         }
         ckpt = await asyncio.to_thread(self.store.commit, meta, blob)
@@ -451,22 +439,17 @@ class Processor:
         return n
 
     def _on_event(self, event, ts: float, record) -> None:
-        model = self.models[self.serving]
         t0 = time.perf_counter()
-        y_pred, proba = model.predict(event.x)
+        served = self.models.predict(event.x)
         self.metrics.predict_latency.observe(time.perf_counter() - t0)
-        message = {"id": event.id, "y_pred": y_pred}
-        if proba is not None:
-            message["proba"] = proba
-        message["model"] = model.name
-        message["version"] = model.n_learned
+        message = {"id": event.id, "y_pred": served.y_pred}
+        if served.proba is not None:
+            message["proba"] = served.proba
+        message["model"] = served.model
+        message["version"] = served.version
         message["ts"] = ts
         self.output.add(self.topics.predictions, record.key, self.codec.encode(message))
-        entry = msgpack.packb(
-            [event.x, ts, [[y_pred, None if proba is None else list(proba.items())]]],
-            use_bin_type=True,
-            default=_plain,
-        )
+        entry = msgpack.packb([event.x, ts, served.record], use_bin_type=True, default=_plain)
         self.store.pending.put(event.id, ts, entry)
         counts = self.counts
         counts["events"] += 1
@@ -491,11 +474,8 @@ class Processor:
         if event_ts < self.watermark - self.ttl:
             counts["expired"] += 1
             return
-        y_pred, proba_items = predictions[0]
-        proba = None if proba_items is None else dict(proba_items)
-        model = self.models[self.serving]
         t0 = time.perf_counter()
-        model.learn(x, label.y, y_pred, proba)
+        self.models.learn(x, label.y, predictions)
         self.metrics.learn_latency.observe(time.perf_counter() - t0)
         self.metrics.label_delay.observe(max(0.0, ts - event_ts))
         self.store.learned.put(label.id, event_ts, b"")
@@ -536,7 +516,7 @@ class Processor:
         if deltas["labels"]:
             m.labels.inc(deltas["labels"])
         if deltas["predictions"]:
-            m.predictions.labels(self.serving).inc(deltas["predictions"])
+            m.predictions.labels(self.models.serving).inc(deltas["predictions"])
         if deltas["joined"]:
             m.joined.inc(deltas["joined"])
         if deltas["unmatched_labels"]:
@@ -552,7 +532,7 @@ class Processor:
             self.merge.wait_expirations = 0
 
     def _publish_model_metrics(self) -> None:
-        for name, model in self.models.items():
+        for name, model in self.models.models.items():
             for metric, value in model.evaluation.values().items():
                 self.metrics.model_metric.labels(name, metric).set(value)
             self.metrics.model_labels_learned.labels(name).set(model.n_learned)

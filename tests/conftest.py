@@ -24,13 +24,16 @@ def test_config() -> Config:
 
 @pytest.fixture(scope="session")
 def broker_bootstrap(test_config: Config) -> str:
-    """A running real Apache Kafka broker: started if none answers, stopped if this session started it."""
+    """A running real Apache Kafka broker: started if none answers, stopped if this session started it.
+
+    Set ``RIVERBED_TEST_KEEP_BROKER=1`` to leave it running (several sessions sharing one broker).
+    """
     from stream.broker import LocalBroker
 
     broker = LocalBroker(test_config)
     started = broker.start()
     yield broker.bootstrap
-    if started:
+    if started and not os.environ.get("RIVERBED_TEST_KEEP_BROKER"):
         broker.stop()
 
 

@@ -288,3 +288,60 @@ def test_labels_without_events_duplicates_and_ttl(service_config, broker_bootstr
     assert counts["duplicate_labels"] == 1
     assert counts["unmatched_labels"] == 1
     assert counts["expired"] == 1
+
+
+def test_corrupt_newest_checkpoint_falls_back_and_spec_mismatch_is_refused(service_config, tmp_path):
+    from state import StateStore
+
+    from stream.processor import ModelSpecMismatch
+
+    cfg = service_config
+    publish(cfg, "phishing", delay=5, limit=100)
+    run_once(cfg)
+    first = read_status(cfg)
+    with StateStore(cfg.state.dir, keep=3) as store:  # a newer checkpoint whose model bytes are damaged
+        newest = store.load()
+        blob = bytearray(newest.model_blob)
+        blob[-1] ^= 0xFF
+        store.commit(dict(newest.meta), bytes(blob))
+    summary = run_once(cfg)
+    assert summary.resumed_from == first["checkpoint"]["seq"]
+    assert read_status(cfg)["models"]["logreg"]["fingerprint"] == first["models"]["logreg"]["fingerprint"]
+
+    with pytest.raises(ModelSpecMismatch, match="point \\[state\\] dir at another directory"):
+        run_once(cfg.replace(model={"preset": "naive_bayes"}))
+
+
+def test_sigterm_checkpoints_and_exits_zero(service_config, tmp_path):
+    cfg = service_config
+    publish(cfg, "phishing", delay=5, limit=300)
+    config_file = write_config(cfg.replace(state={"checkpoint_interval_s": 3600.0}), tmp_path / "c.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "--config", str(config_file), "--log-level", "INFO", "run"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "consuming" in line:
+            break
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the status file is written only at shutdown: wait for the work instead
+        time.sleep(0.5)
+        if len(read_topic(cfg.kafka.bootstrap_servers, cfg.topics.predictions, expected=300, idle_ms=500)) >= 300:
+            break
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    rest = proc.stderr.read()
+    proc.stderr.close()
+    assert "SIGTERM received" in rest
+    assert read_status(cfg)["counts"]["events"] == 300
+
+
+def test_metrics_endpoint_binds_loopback(service_config):
+    import urllib.request
+
+    cfg = service_config.replace(metrics={"enabled": True, "port": 0})
+    publish(cfg, "phishing", delay=5, limit=50)
+    processor = Processor(cfg, exit_when_idle=0.5)
+    asyncio.run(processor.run())
+    body = urllib.request.urlopen(f"http://127.0.0.1:{processor.metrics_port}/metrics", timeout=5).read().decode()
+    assert "riverbed_events_total 50.0" in body
+    assert 'riverbed_model_metric{metric="accuracy",model="logreg"}' in body
