@@ -64,6 +64,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "labels": {
         "ttl_s": 604_800.0,
+        "request_budget": 0,
+        "request_window_s": 86_400.0,
+        "request_strategy": "entropy",
+        "request_topic": "label-requests",
+    },
+    "features": {
+        "transform": "",
     },
     "state": {
         "dir": "riverbed-state",
@@ -80,6 +87,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "host": "127.0.0.1",
         "port": 9108,
     },
+    "http": {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": 8080,
+        "ready_lag": 1000,
+    },
     "log": {
         "level": "INFO",
     },
@@ -89,6 +102,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("codec", "output"): ("msgpack", "json"),
     ("model", "task"): ("binary", "multiclass", "regression"),
     ("log", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+    ("labels", "request_strategy"): ("entropy", "margin", "random"),
 }
 
 NON_NEGATIVE = {
@@ -104,6 +118,10 @@ NON_NEGATIVE = {
     ("processor", "poll_timeout_ms"),
     ("processor", "max_wait_ms"),
     ("metrics", "port"),
+    ("labels", "request_budget"),
+    ("labels", "request_window_s"),
+    ("http", "port"),
+    ("http", "ready_lag"),
 }
 
 
