@@ -345,3 +345,18 @@ def test_metrics_endpoint_binds_loopback(service_config):
     body = urllib.request.urlopen(f"http://127.0.0.1:{processor.metrics_port}/metrics", timeout=5).read().decode()
     assert "riverbed_events_total 50.0" in body
     assert 'riverbed_model_metric{metric="accuracy",model="logreg"}' in body
+
+
+def test_offsets_are_committed_to_the_consumer_group_for_lag_tools(service_config, broker_bootstrap):
+    from kafka import TopicPartition
+
+    cfg = service_config
+    publish(cfg, "phishing", delay=5, limit=120)
+    run_once(cfg)
+    consumer = KafkaConsumer(bootstrap_servers=broker_bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
+    try:
+        committed = {topic: consumer.committed(TopicPartition(topic, 0)) for topic in (cfg.topics.events, cfg.topics.labels)}
+    finally:
+        consumer.close()
+    assert committed == {cfg.topics.events: 120, cfg.topics.labels: 120}
+    assert read_status(cfg)["offsets"] == {f"{cfg.topics.events}:0": 120, f"{cfg.topics.labels}:0": 120}
