@@ -4,11 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv demo test test-unit bench broker-start broker-stop clean
+.PHONY: help venv system-deps demo test test-unit bench broker-start broker-stop clean
 
 help:
 	@echo "make demo    set up, start the local Kafka broker, replay a dataset with delayed labels, print a report"
 	@echo "make test    set up and run the whole test suite (starts its own broker on port 19092)"
+	@echo "make system-deps  Debian's prometheus and chromium for the operations tests (as root, when missing)"
 	@echo "make bench   throughput and latency benchmark (not part of make test)"
 	@echo "make clean   remove the virtualenv and local state"
 
@@ -16,15 +17,30 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "riverbed needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,examples]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
+# Debian packages some tests use: a real Prometheus server scraping riverbed, and headless
+# Chromium rendering the status page. Installed only when missing, apt-get exists and we are
+# root (CI is); otherwise those tests skip and say why.
+SYSTEM_DEPS := prometheus chromium
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "system-deps: no apt-get to install$$missing; the tests that need them will skip"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "system-deps: not root, not installing$$missing (sudo make system-deps); the tests that need them will skip"; exit 0; fi; \
+	echo "system-deps: apt-get install$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; } \
+	  || echo "system-deps: apt-get failed; the tests that need$$missing will skip"
+
 demo: venv
 	$(BIN)/riverbed demo
 
-test: venv
+test: venv system-deps
 	$(BIN)/python -m pytest
 
 test-unit: venv

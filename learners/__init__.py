@@ -10,11 +10,17 @@ from learners.errors import LearnerError
 from learners.evaluation import Prequential
 from learners.fingerprint import fingerprint
 from learners.metrics import build_metric, metric_names
-from learners.model_set import ModelSet, Served
+from learners.drift import ACTIONS, DETECTORS, INPUT_DETECTORS
+from learners.model_set import DriftSettings, ModelSet, PromotionPolicy, Served
 from learners.online_model import OnlineModel
 from learners.presets import PRESETS, TASKS, PresetSpec, build_model
 
 __all__ = [
+    "ACTIONS",
+    "DETECTORS",
+    "INPUT_DETECTORS",
+    "DriftSettings",
+    "PromotionPolicy",
     "PRESETS",
     "TASKS",
     "LearnerError",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import typing
 
 from river import metrics as river_metrics
+from river import utils
 
 from learners.errors import LearnerError
 from learners.metrics import build_metric
@@ -64,7 +65,7 @@ class Prequential:
 
     """
 
-    def __init__(self, metrics: typing.Mapping[str, river_metrics.base.Metric]):
+    def __init__(self, metrics: typing.Mapping[str, river_metrics.base.Metric], window: int | None = None):
         self.metrics: dict[str, river_metrics.base.Metric] = dict(metrics)
         for name, metric in self.metrics.items():
             if not isinstance(metric, river_metrics.base.Metric):
@@ -80,9 +81,24 @@ class Prequential:
             for name, metric in self.metrics.items()
         }
         self.n_updates = 0
+        if window is not None and (type(window) is not int or window < 1):
+            raise LearnerError(f"rolling window must be a positive integer, got {window!r}")
+        self.window = window
+        # The same metrics over the last `window` scored predictions (River's utils.Rolling
+        # reverts the oldest update), or none when no window is asked for.
+        self.rolling: dict[str, utils.Rolling] = (
+            {}
+            if window is None
+            else {name: utils.Rolling(type(metric), window_size=window) for name, metric in self.metrics.items()}
+        )
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("window", None)  # pickled before rolling metrics
+        self.__dict__.setdefault("rolling", {})
 
     @classmethod
-    def from_names(cls, names: typing.Iterable[str], task: str) -> Prequential:
+    def from_names(cls, names: typing.Iterable[str], task: str, window: int | None = None) -> Prequential:
         """Build the metrics by name (see :func:`learners.metrics.build_metric`) for ``task``.
 
         >>> Prequential.from_names(["accuracy", "accuracy"], "binary")
@@ -98,7 +114,7 @@ class Prequential:
             if name in built:
                 raise LearnerError(f"metric {name!r} is listed twice; name each metric once")
             built[name] = build_metric(name, task)
-        return cls(built)
+        return cls(built, window)
 
     def update(self, y_true, y_pred, proba: dict | None) -> None:
         """Score one prediction against its label.
@@ -117,10 +133,13 @@ class Prequential:
         """
         self.n_updates += 1
         uses_proba = self._uses_proba
+        rolling = self.rolling
         for name, metric in self.metrics.items():
             prediction = proba if uses_proba[name] else y_pred
             if prediction is not None and prediction != {}:
                 metric.update(y_true, prediction)
+                if rolling:
+                    rolling[name].update(y_true, prediction)
 
     def values(self) -> dict[str, float]:
         """The current value of each metric, by name, as plain ``float``.
@@ -129,6 +148,49 @@ class Prequential:
         """
         return {name: float(metric.get()) for name, metric in self.metrics.items()}
 
+    def rolling_values(self) -> dict[str, float]:
+        """The value of each metric over the last ``window`` scored predictions (``{}`` without a window).
+
+        >>> evaluation = Prequential.from_names(["accuracy"], "binary", window=2)
+        >>> for y, p in [(True, False), (True, True), (False, False)]:
+        ...     evaluation.update(y, p, None)
+        >>> evaluation.values(), evaluation.rolling_values()
+        ({'accuracy': 0.6666666666666666}, {'accuracy': 1.0})
+        """
+        return {name: _real(metric.get()) for name, metric in self.rolling.items()}
+
+    def set_window(self, window: int | None) -> None:
+        """Keep the rolling metrics over ``window`` labels from now on (a new, empty window if it changes)."""
+        if window == self.window:
+            return
+        if window is not None and (type(window) is not int or window < 1):
+            raise LearnerError(f"rolling window must be a positive integer, got {window!r}")
+        self.window = window
+        self.rolling = (
+            {}
+            if window is None
+            else {name: utils.Rolling(type(metric), window_size=window) for name, metric in self.metrics.items()}
+        )
+
+    def rolling_value(self, name: str) -> float:
+        """One metric's rolling value."""
+        return _real(self.rolling[name].get())
+
+    def rolling_count(self) -> int:
+        """How many scored predictions the rolling window currently holds."""
+        for metric in self.rolling.values():
+            return len(metric.window)
+        return 0
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={value:.6g}" for name, value in self.values().items())
         return f"Prequential({inner})"
+
+
+def _real(value) -> float:
+    """A metric value as ``float``. Reverting updates can leave a tiny negative sum of squares under a
+    square root (rolling ``rmse``, ``rmsle``), which Python turns into a complex number: report its
+    real part, which is the value up to rounding."""
+    if isinstance(value, complex):
+        return float(value.real)
+    return float(value)

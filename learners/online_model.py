@@ -70,6 +70,8 @@ class OnlineModel:
         ``"binary"``, ``"multiclass"`` or ``"regression"``.
     metric_names
         The prequential metrics to keep (see :func:`learners.metrics.build_metric`).
+    window
+        Also keep each metric over the last ``window`` scored predictions (``None``: cumulative only).
 
     Attributes
     ----------
@@ -95,13 +97,15 @@ class OnlineModel:
 
     """
 
-    def __init__(self, name: str, model, task: str, metric_names: typing.Sequence[str]):
+    def __init__(
+        self, name: str, model, task: str, metric_names: typing.Sequence[str], window: int | None = None
+    ):
         check_task(task)
         check_model_fits_task(model, task, origin=f"model {name!r}")
         self.name = name
         self.model = model
         self.task = task
-        self.evaluation = Prequential.from_names(metric_names, task)
+        self.evaluation = Prequential.from_names(metric_names, task, window)
         for metric_name, metric in self.evaluation.metrics.items():
             if not metric.works_with(model):
                 raise LearnerError(
@@ -109,6 +113,8 @@ class OnlineModel:
                     f"({type(model).__name__}); choose metrics for task {task!r}"
                 )
         self.n_learned = 0
+        #: How many times the learner was replaced by a retrain action (see :meth:`replace_model`).
+        self.retrains = 0
         self._is_classifier = task != "regression"
         self._argmax = self._is_classifier and _predict_one_is_argmax(model)
 
@@ -155,6 +161,17 @@ class OnlineModel:
         """Learn ``(x, y)`` without scoring: the model made no prediction for this event."""
         self.model.learn_one(x, y)
         self.n_learned += 1
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("retrains", 0)  # pickled before retrains were counted
+
+    def replace_model(self, model) -> None:
+        """Serve and train ``model`` (same kind, e.g. a retrained copy) from now on; metrics continue."""
+        check_model_fits_task(model, self.task, origin=f"model {self.name!r}")
+        self.model = model
+        self._argmax = self._is_classifier and _predict_one_is_argmax(model)
+        self.retrains += 1
 
     def fingerprint(self) -> str:
         """The canonical sha256 of the model's learned state (see :mod:`learners.fingerprint`)."""

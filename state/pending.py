@@ -260,6 +260,11 @@ class RocksPendingLabels(PendingLabels):
         self._overlay: dict[str, tuple[float, bytes] | _Tombstone] = {}
         self._index_changes: dict[bytes, bool] = {}  # time-index key -> put (True) / delete
         self._overlay_by_time: list[tuple[float, str]] = []  # overlay puts; lazily cleaned
+        # Ids put since the last commit while the database had no entry for them. Removing one
+        # just forgets the overlay entry: the database never saw it, so the commit need not
+        # delete it. With labels that follow their events within one checkpoint interval this
+        # halves the checkpoint batch (measured with `make bench`).
+        self._fresh: set[str] = set()
         self._db_expired_below: bytes | None = None  # DB time index already expired up to here
         self._committed_count = self._read_committed_count()
         self._count = self._committed_count
@@ -280,9 +285,22 @@ class RocksPendingLabels(PendingLabels):
         event_id = _checked_id(event_id)
         ts = _checked_ts(ts)
         value = bytes(value)
-        old_ts = self._current_ts(event_id)
+        entry = self._overlay.get(event_id)
+        if entry is None:
+            raw = self._db_get(event_id)
+            if raw is None:
+                self._fresh.add(event_id)
+                old_ts = None
+            else:
+                old_ts = decode_ts(raw[:TS_SIZE])
+        elif entry is TOMBSTONE:
+            old_ts = None
+        else:
+            old_ts = entry[0]  # type: ignore[index]
         if old_ts is None:
             self._count += 1
+        elif event_id in self._fresh:  # the old index key was never written
+            self._index_changes.pop(self.layout.time_key(old_ts, event_id), None)
         else:
             self._index_changes[self.layout.time_key(old_ts, event_id)] = False
         self._index_changes[self.layout.time_key(ts, event_id)] = True
@@ -379,11 +397,18 @@ class RocksPendingLabels(PendingLabels):
         self._overlay.clear()
         self._index_changes.clear()
         self._overlay_by_time.clear()
+        self._fresh.clear()
         self._db_expired_below = None
 
     def _remove(self, event_id: str, ts: float) -> None:
-        self._index_changes[self.layout.time_key(ts, event_id)] = False
-        self._overlay[event_id] = TOMBSTONE
+        key = self.layout.time_key(ts, event_id)
+        if event_id in self._fresh:  # never in the database: forget it instead of deleting it
+            self._fresh.discard(event_id)
+            self._index_changes.pop(key, None)
+            del self._overlay[event_id]
+        else:
+            self._index_changes[key] = False
+            self._overlay[event_id] = TOMBSTONE
         self._count -= 1
 
     def _current_ts(self, event_id: str) -> float | None:

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="publish labels for this fraction of events (seeded)")
     produce.add_argument("--limit", type=_count, metavar="N", help="publish at most N events")
     produce.add_argument("--seed", type=int, default=42, help="seed for synthetic data and label sampling")
-    produce.add_argument("--drift-at", type=_count, metavar="N", help="sea_drift: event index of the concept change")
+    produce.add_argument("--drift-at", type=_count, metavar="N", help="sea_drift, sea_shift: event index of the change")
     produce.add_argument("--format", choices=("msgpack", "json"), default="msgpack", help="message encoding")
     produce.add_argument("--start-ts", type=_positive_float, metavar="EPOCH_S",
                          help="event time of the first event (default: now, whole seconds)")
@@ -121,6 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="model, metrics, counts and offsets of the latest checkpoint")
     status.add_argument("--json", action="store_true", help="machine-readable JSON")
+
+    report = sub.add_parser("report", help="plot rolling and cumulative metrics per model, drift and promotions (PNG)")
+    report.add_argument("--out", required=True, metavar="FILE.png", help="where to write the plot")
+    report.add_argument("--metric", action="append", metavar="NAME", help="only this metric (repeatable; default: all)")
+    report.add_argument("--title", help="the plot's title")
+
+    oracle = sub.add_parser("oracle", help="simulate the labeller: answer label requests with a dataset's true labels")
+    oracle.add_argument("--dataset", required=True, metavar="NAME", help="the dataset the events were replayed from")
+    oracle.add_argument("--limit", type=_count, metavar="N", help="as given to produce")
+    oracle.add_argument("--seed", type=int, default=42, help="as given to produce (synthetic datasets)")
+    oracle.add_argument("--drift-at", type=_count, metavar="N", help="as given to produce (sea_drift)")
+    oracle.add_argument("--id-prefix", metavar="P", help="as given to produce (default: the dataset name)")
+    oracle_delay = oracle.add_mutually_exclusive_group()
+    oracle_delay.add_argument("--delay-s", type=_positive_float, metavar="S",
+                              help="answer S seconds of event time after the request (default 0)")
+    oracle_delay.add_argument("--delay-events", type=_count, metavar="N",
+                              help="answer just before the N-th further event (events --interval-s apart)")
+    oracle.add_argument("--interval-s", type=_positive_float, default=1.0, metavar="S",
+                        help="event time between consecutive events, as given to produce (for --delay-events)")
+    oracle.add_argument("--format", choices=("msgpack", "json"), default="msgpack", help="label encoding")
+    oracle.add_argument("--exit-when-idle", type=_positive_float, metavar="S",
+                        help="exit once no request arrived for S seconds (default: run until interrupted)")
 
     demo = sub.add_parser("demo", help="the embedded default end to end, with a readable report")
     demo.add_argument("--dataset", default="phishing", help="dataset to replay (default: phishing)")
@@ -298,7 +320,23 @@ def read_status(cfg: Config) -> dict:
         if ckpt is None:
             raise RiverbedError(f"no checkpoint in {path} yet: `riverbed run` writes one every [state] checkpoint_interval_s")
         disk = store.disk_size_bytes()
-    meta = ckpt.meta
+    return status_document(ckpt.meta, checkpoint_info(ckpt, path, disk))
+
+
+def checkpoint_info(ckpt, path, disk_bytes: int) -> dict:
+    """The ``"checkpoint"`` part of the status document."""
+    return {
+        "seq": ckpt.seq,
+        "created_at": ckpt.meta["created_at"],
+        "age_s": round(time.time() - ckpt.meta["created_at"], 3),
+        "size_bytes": ckpt.size_bytes,
+        "state_dir": str(path),
+        "state_dir_bytes": disk_bytes,
+    }
+
+
+def status_document(meta: dict, checkpoint: dict | None) -> dict:
+    """The status document from checkpoint metadata (``status --json``; live ``GET /status``)."""
     return {
         "serving": meta["serving"],
         "models": meta["models"],
@@ -307,16 +345,11 @@ def read_status(cfg: Config) -> dict:
         "pending": meta.get("pending"),
         "offsets": {f"{t}:{p}": o for t, p, o in meta["offsets"]},
         "watermark": meta.get("watermark"),
-        "checkpoint": {
-            "seq": ckpt.seq,
-            "created_at": meta["created_at"],
-            "age_s": round(time.time() - meta["created_at"], 3),
-            "size_bytes": ckpt.size_bytes,
-            "state_dir": str(path),
-            "state_dir_bytes": disk,
-        },
+        "checkpoint": checkpoint,
         "spec": meta.get("spec"),
         "versions": meta.get("versions"),
+        "drift": meta.get("drift", []),
+        "promotions": meta.get("promotions", []),
     }
 
 
@@ -331,6 +364,9 @@ def format_status(status: dict) -> str:
         star = " (serving)" if name == status["serving"] else ""
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in model["metrics"].items())
         lines.append(f"model {name}{star}: {model['n_learned']:,} labels learned; {metrics}")
+        if model.get("rolling_metrics"):
+            rolling = ", ".join(f"{k} {v:.4f}" for k, v in model["rolling_metrics"].items())
+            lines.append(f"  rolling {rolling}")
         lines.append(f"  fingerprint {model['fingerprint']}")
     c = status["counts"]
     lines.append(
@@ -338,15 +374,69 @@ def format_status(status: dict) -> str:
         f"(joined {c['joined']:,}, unmatched {c['unmatched_labels']:,}, duplicate {c['duplicate_labels']:,}, "
         f"expired {c['expired']:,}), invalid {c['invalid']:,}, pending {status['pending']:,}"
     )
+    if c.get("label_requests"):
+        lines.append(f"label requests {c['label_requests']:,} (labels joined {c['joined']:,})")
     for key, n in sorted(status["invalid_by_reason"].items()):
         lines.append(f"  invalid {key}: {n:,}")
     lines.append("offsets " + ", ".join(f"{k}={v}" for k, v in status["offsets"].items()))
+    drift = status.get("drift") or []
+    if drift:
+        lines.append(f"drift detections: {len(drift)} kept (the latest 10 below; all in --json)")
+        for d in drift[-10:]:
+            lines.append(f"  event {d['position']:,}: {d['detector']} on {d['signal']} of {d['model']} -> {d['action']}")
+    for p in status.get("promotions") or []:
+        lines.append(f"{p['kind']} at event {p['position']:,}: {p['from']} -> {p['to']}")
     return "\n".join(lines)
 
 
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     status = read_status(cfg)
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status))
+    return 0
+
+
+def cmd_report(cfg: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from state import StateStore
+    from stream.report import render_report
+
+    path = Path(cfg.state.dir)
+    if not path.exists():
+        raise RiverbedError(f"no state in {path}: run `riverbed run` first (or point [state] dir at the right place)")
+    with StateStore(path, read_only=True) as store:
+        ckpt = store.load()
+    if ckpt is None:
+        raise RiverbedError(f"no checkpoint in {path} yet: `riverbed run` writes one every [state] checkpoint_interval_s")
+    out = render_report(ckpt.meta, args.out, metrics=args.metric, title=args.title)
+    print(f"wrote {out} ({len(ckpt.meta.get('history', {}).get('points', []))} points, checkpoint {ckpt.seq})")
+    return 0
+
+
+def cmd_oracle(cfg: Config, args: argparse.Namespace) -> int:
+    from stream.broker import ensure_kafka
+    from stream.datasets import open_dataset
+    from stream.oracle import Oracle, truth_from_samples
+    from stream.topics import create_topics
+
+    samples = open_dataset(args.dataset, limit=args.limit, seed=args.seed, drift_at=args.drift_at)
+    truth = truth_from_samples(samples.rows, args.id_prefix or samples.name)
+    bootstrap = ensure_kafka(cfg)
+    create_topics(bootstrap, [cfg.labels.request_topic, cfg.topics.labels], cfg.kafka.partitions)
+    with Oracle(
+        bootstrap, cfg.labels.request_topic, cfg.topics.labels, truth,
+        delay_s=args.delay_s, delay_events=args.delay_events, interval_s=args.interval_s,
+        fmt=args.format, group_id=f"{cfg.kafka.group_id}-oracle",
+    ) as oracle:
+        log.info("answering label requests on %s with %d true labels of %s", cfg.labels.request_topic, len(truth), samples.name)
+        while True:
+            counts = oracle.answer(idle_s=args.exit_when_idle or 1.0)
+            if args.exit_when_idle is not None:
+                break
+    print(
+        f"answered {counts['labels']} of {counts['requests']} label requests on {cfg.labels.request_topic} "
+        f"({counts['duplicate']} duplicate, {counts['unknown']} unknown ids) into {cfg.topics.labels}"
+    )
     return 0
 
 
@@ -363,6 +453,8 @@ COMMANDS = {
     "produce": cmd_produce,
     "tail": cmd_tail,
     "status": cmd_status,
+    "oracle": cmd_oracle,
+    "report": cmd_report,
     "demo": cmd_demo,
 }
 

@@ -39,6 +39,8 @@ REASONS = (
     "bad_ts",
     "missing_y",
     "bad_y",
+    "transform_failed",  # [features] transform raised (detail: its first line)
+    "bad_transform_output",  # it returned something else than a dict of finite scalars
 )
 
 MAX_ID_LENGTH = 512
@@ -112,7 +114,21 @@ def _check_ts(value: dict) -> float | None:
     return float(ts)
 
 
-def _check_features(x: Any) -> dict:
+_NUMBERS = frozenset((float, int, bool))
+_STR = frozenset((str,))
+
+
+def _check_features(x: Any, binary: bool = False) -> dict:
+    if type(x) is dict:
+        # Fast path for the usual all-numeric event: C-level type checks and one finite sum
+        # (a NaN or an infinity makes the sum non-finite). Anything else, including a sum that
+        # merely overflows, takes the exact per-feature checks below.
+        try:
+            if (_NUMBERS.issuperset(map(type, x.values())) and _STR.issuperset(map(type, x))
+                    and math.isfinite(sum(x.values()))):
+                return x
+        except OverflowError:
+            pass
     if not isinstance(x, dict):
         raise InvalidMessage("bad_x", f"'x' must be a map of feature name to value, got {type(x).__name__}")
     for name, v in x.items():
@@ -120,7 +136,7 @@ def _check_features(x: Any) -> dict:
         if t is float:
             if not math.isfinite(v):
                 raise InvalidMessage("non_finite", f"feature {name!r} is {v}")
-        elif t is not int and t is not str and t is not bool:
+        elif t is not int and t is not str and t is not bool and not (binary and t is bytes):
             raise InvalidMessage(
                 "bad_feature_value", f"feature {str(name)[:64]!r} has a {t.__name__}; use a number, string or bool"
             )
@@ -129,13 +145,17 @@ def _check_features(x: Any) -> dict:
     return x
 
 
-def parse_event(raw: bytes | None, max_bytes: int) -> Event:
-    """Decode and validate an event ``{"id", "x", "ts"?}``."""
+def parse_event(raw: bytes | None, max_bytes: int, binary: bool = False) -> Event:
+    """Decode and validate an event ``{"id", "x", "ts"?}``.
+
+    ``binary=True`` (a ``[features] transform`` is configured) also accepts ``bytes`` feature
+    values (msgpack ``bin``, e.g. a PNG image), which only a transform can turn into features.
+    """
     value = _check_object(decode_value(raw, max_bytes))
     event_id = _check_id(value)
     if "x" not in value:
         raise InvalidMessage("missing_x", "no 'x' field")
-    return Event(event_id, _check_features(value["x"]), _check_ts(value))
+    return Event(event_id, _check_features(value["x"], binary), _check_ts(value))
 
 
 def parse_label(raw: bytes | None, max_bytes: int, regression: bool) -> Label:

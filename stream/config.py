@@ -61,6 +61,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "preset": "logreg",
         "task": "binary",
         "metrics": ["accuracy", "logloss", "rocauc"],
+        "window": 1000,
+    },
+    "drift": {
+        "detector": "adwin",
+        "input_detector": "adwin",
+        "max_features": 10,
+        "error_action": "alert",
+        "score_action": "alert",
+        "feature_action": "alert",
+    },
+    "challengers": {
+        "publish": False,
+        "metric": "",
+        "margin": 0.02,
+        "min_labels": 500,
+        "models": [],
     },
     "labels": {
         "ttl_s": 604_800.0,
@@ -103,6 +119,19 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "task"): ("binary", "multiclass", "regression"),
     ("log", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("labels", "request_strategy"): ("entropy", "margin", "random"),
+    ("drift", "error_action"): ("alert", "reset", "retrain", "challenger"),
+    ("drift", "score_action"): ("alert", "reset", "retrain", "challenger"),
+    ("drift", "feature_action"): ("alert", "reset", "retrain", "challenger"),
+}
+
+#: Drift detectors by name (learners.drift.DETECTORS); a "package.module:factory" spec is also accepted.
+DETECTOR_NAMES = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "kswin", "none")
+#: Detectors for real-valued signals (the label-free ones).
+INPUT_DETECTOR_NAMES = ("adwin", "page_hinkley", "kswin", "none")
+
+#: Keys whose value is a list of tables (TOML ``[[section.key]]``): allowed keys -> (type, required).
+TABLE_LISTS: dict[tuple[str, str], dict[str, tuple[type, bool]]] = {
+    ("challengers", "models"): {"name": (str, False), "preset": (str, True)},
 }
 
 NON_NEGATIVE = {
@@ -122,6 +151,10 @@ NON_NEGATIVE = {
     ("labels", "request_window_s"),
     ("http", "port"),
     ("http", "ready_lag"),
+    ("model", "window"),
+    ("drift", "max_features"),
+    ("challengers", "margin"),
+    ("challengers", "min_labels"),
 }
 
 
@@ -169,6 +202,14 @@ class Config:
     def model_name(self) -> str:
         return self.model.name or self.model.preset.rsplit(":", 1)[-1]
 
+    @property
+    def challenger_specs(self) -> list[tuple[str, str]]:
+        """``(name, preset)`` of each ``[[challengers.models]]`` entry (name defaults to the preset's)."""
+        return [
+            (entry.get("name") or entry["preset"].rsplit(":", 1)[-1], entry["preset"])
+            for entry in self.challengers.models
+        ]
+
 
 def _type_name(value: Any) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list"}[
@@ -186,6 +227,9 @@ def _coerce(section: str, key: str, value: Any, where: str) -> Any:
             f"{where}: [{section}] {key} = {value!r} must be {_type_name(default)} "
             f"(default: {default!r})"
         )
+    table_keys = TABLE_LISTS.get((section, key))
+    if table_keys is not None:
+        return [_coerce_table(section, key, index, item, table_keys, where) for index, item in enumerate(value)]
     if expected is list and not all(isinstance(item, str) for item in value):
         raise ConfigError(f"{where}: [{section}] {key} must be a list of strings, got {value!r}")
     choices = CHOICES.get((section, key))
@@ -196,6 +240,23 @@ def _coerce(section: str, key: str, value: Any, where: str) -> Any:
     if (section, key) in NON_NEGATIVE and value < 0:
         raise ConfigError(f"{where}: [{section}] {key} = {value!r} must not be negative")
     return value
+
+
+def _coerce_table(section: str, key: str, index: int, item: Any, keys: Mapping[str, tuple[type, bool]],
+                  where: str) -> dict[str, Any]:
+    """One entry of a list of tables (``[[section.key]]``), checked key by key."""
+    name = f"[[{section}.{key}]] entry {index + 1}"
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"{where}: {name} must be a table with keys {', '.join(keys)}, got {item!r}")
+    for k, v in item.items():
+        if k not in keys:
+            raise ConfigError(f"{where}: {name} has unknown key {k!r}; known keys: {', '.join(keys)}")
+        if type(v) is not keys[k][0] or (isinstance(v, str) and not v):
+            raise ConfigError(f"{where}: {name} {k} = {v!r} must be a non-empty string")
+    for k, (_, required) in keys.items():
+        if required and k not in item:
+            raise ConfigError(f"{where}: {name} needs a {k!r} key")
+    return dict(item)
 
 
 def _validate(values: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, dict[str, Any]]:
@@ -222,7 +283,39 @@ def _validate(values: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, 
         raise ConfigError(f"{where}: [kafka] partitions must be at least 1")
     if not result["model"]["metrics"]:
         raise ConfigError(f"{where}: [model] metrics must name at least one metric")
+    _validate_learners(result, where)
     return result
+
+
+def _validate_learners(result: dict[str, dict[str, Any]], where: str) -> None:
+    """Cross-key checks of [model] window, [drift] and [challengers]."""
+    model, drift, challengers = result["model"], result["drift"], result["challengers"]
+    if model["window"] < 1:
+        raise ConfigError(f"{where}: [model] window must be at least 1 (labels in the rolling window)")
+    for key, allowed in (("detector", DETECTOR_NAMES), ("input_detector", INPUT_DETECTOR_NAMES)):
+        value = drift[key]
+        if value not in allowed and ":" not in value:
+            raise ConfigError(f"{where}: [drift] {key} = {value!r} is not one of {', '.join(allowed)} "
+                              "(or a 'package.module:factory' spec)")
+    if drift["detector"] in ("ddm", "eddm", "hddm_a", "hddm_w") and model["task"] == "regression":
+        raise ConfigError(f"{where}: [drift] detector = {drift['detector']!r} watches 0/1 errors of a classifier; "
+                          "for regression use adwin, page_hinkley or kswin")
+    if challengers["metric"] and challengers["metric"] not in model["metrics"]:
+        raise ConfigError(f"{where}: [challengers] metric = {challengers['metric']!r} is not one of [model] metrics "
+                          f"({', '.join(model['metrics'])}); add it there or leave it empty for the first one")
+    if challengers["min_labels"] < 1:
+        raise ConfigError(f"{where}: [challengers] min_labels must be at least 1")
+    champion = model["name"] or model["preset"].rsplit(":", 1)[-1]
+    seen = {champion}
+    for index, entry in enumerate(challengers["models"]):
+        name = entry.get("name") or entry["preset"].rsplit(":", 1)[-1]
+        if "~" in name:
+            raise ConfigError(f"{where}: [[challengers.models]] entry {index + 1} name {name!r} must not contain '~' "
+                              "(reserved for challengers started by drift)")
+        if name in seen:
+            raise ConfigError(f"{where}: [[challengers.models]] entry {index + 1} is named {name!r} like another model; "
+                              "give it a unique name = \"...\"")
+        seen.add(name)
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -294,6 +387,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 

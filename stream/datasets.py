@@ -245,6 +245,25 @@ def sea_with_drift(seed: int, drift_at: int) -> Iterator[tuple[dict, bool]]:
     return itertools.chain(before, after)
 
 
+def sea_with_shift(seed: int, shift_at: int, by: float = 5.0) -> Iterator[tuple[dict, bool]]:
+    """SEA variant 0 where feature ``2`` moves up by ``by`` from sample ``shift_at`` on: covariate shift.
+
+    SEA's label depends on features 0 and 1 only (``x0 + x1 > 8``); feature 2 is noise, uniform on
+    [0, 10]. From ``shift_at`` it is uniform on [``by``, 10 + ``by``]: the inputs change while the
+    concept does not, which only a label-free monitor can see (and see before any label arrives).
+
+    >>> rows = list(itertools.islice(sea_with_shift(seed=1, shift_at=2), 4))
+    >>> [x[2] >= 5.0 for x, _ in rows[2:]], [y == (x[0] + x[1] > 8) for x, y in rows]
+    ([True, True], [True, True, True, True])
+    """
+    from river.datasets import synth
+
+    for i, (x, y) in enumerate(synth.SEA(variant=0, seed=seed)):
+        if i >= shift_at:
+            x = {**x, 2: x[2] + by}
+        yield x, y
+
+
 _SYNTHETIC: dict[str, DatasetInfo] = {
     "sea": DatasetInfo("SEA concepts, variant 0 (x0 + x1 > 8), seeded", "binary", SYNTHETIC_DEFAULT_N),
     "agrawal": DatasetInfo(
@@ -252,6 +271,11 @@ _SYNTHETIC: dict[str, DatasetInfo] = {
     ),
     "sea_drift": DatasetInfo(
         "SEA variant 0 until drift_at (default n/2), then variant 3 (x0 + x1 > 9.5), seeded",
+        "binary",
+        SYNTHETIC_DEFAULT_N,
+    ),
+    "sea_shift": DatasetInfo(
+        "SEA variant 0; feature 2 (noise) shifted by +5 from drift_at (default n/2): covariate shift, seeded",
         "binary",
         SYNTHETIC_DEFAULT_N,
     ),
@@ -348,8 +372,8 @@ def open_dataset(
         n = min(limit, info.n)
     else:
         n = limit
-    if drift_at is not None and key != "sea_drift":
-        raise RiverbedError(f"drift_at applies only to sea_drift, not to {key!r}; leave it out")
+    if drift_at is not None and key not in ("sea_drift", "sea_shift"):
+        raise RiverbedError(f"drift_at applies only to sea_drift and sea_shift, not to {key!r}; leave it out")
 
     if key in _RIVER_BUILTINS:
         class_name = _RIVER_BUILTINS[key][0]
@@ -363,7 +387,10 @@ def open_dataset(
             drift_at = n // 2
         if type(drift_at) is not int or drift_at < 0:
             raise RiverbedError(f"drift_at must be a non-negative integer, got {drift_at!r}")
-        factory = lambda: sea_with_drift(seed, drift_at)  # noqa: E731
+        if key == "sea_shift":
+            factory = lambda: sea_with_shift(seed, drift_at)  # noqa: E731
+        else:
+            factory = lambda: sea_with_drift(seed, drift_at)  # noqa: E731
     return Samples(name=key, task=info.task, n=n, rows=_ReplayableRows(factory, n))
 
 

@@ -49,6 +49,7 @@ def run_demo(cfg: Config, *, dataset: str, label_delay: int, limit: int | None) 
         topics={name: f"demo-{run_id}-{name}" for name in ("events", "labels", "predictions", "deadletter")},
         state={"dir": state_dir},
         metrics={"port": 0},
+        http={"port": 0},
     )
     t = cfg.topics
     print(f"riverbed demo: {dataset}, label delay {label_delay} events, model {cfg.model.preset}", flush=True)

@@ -17,15 +17,18 @@ Rules, in order:
    holds records for it that have not been fetched yet), because one of them could sort first.
    A partition that is caught up (fetched up to its high watermark) does not hold others back:
    the idea of Kafka Streams' ``max.task.idle.ms = 0``.
-5. A partition that stays behind for longer than ``max_wait_s`` stops holding the others back,
-   so a stalled fetch bounds latency instead of stopping the stream. This is the only
-   wall-clock-dependent rule; with data already in the topics it never fires in practice, and
-   :attr:`EventTimeMerge.wait_expirations` counts it when it does.
+5. A partition that stays behind while the caller has *waited for input* for longer than
+   ``max_wait_s`` in total stops holding the others back, so a stalled fetch bounds latency
+   instead of stopping the stream. Only time spent waiting for input counts (the caller passes
+   it to :meth:`EventTimeMerge.pop_ready`), never time spent processing: a slow model on a busy
+   machine must not reorder the stream. This is the only timing-dependent rule; with data
+   already in the topics it does not fire, and :attr:`EventTimeMerge.wait_expirations` counts
+   it when it does.
 
 >>> merge = EventTimeMerge({"labels": 0, "events": 1}, max_wait_s=1.0)
 >>> merge.add(("events", 0), [Item(2.0, 0, "e0"), Item(3.0, 1, "e1")], caught_up=True)
 >>> merge.add(("labels", 0), [Item(2.0, 0, "l0")], caught_up=True)
->>> [item.payload for item in merge.pop_ready(now=0.0)]
+>>> [item.payload for item in merge.pop_ready(waited_s=0.0)]
 ['l0', 'e0', 'e1']
 """
 
@@ -44,7 +47,7 @@ class Item(NamedTuple):
 
 
 class _Partition:
-    __slots__ = ("key", "rank", "number", "buffer", "caught_up", "behind_since")
+    __slots__ = ("key", "rank", "number", "buffer", "caught_up", "waited")
 
     def __init__(self, key: Hashable, rank: int, number: int):
         self.key = key
@@ -52,7 +55,7 @@ class _Partition:
         self.number = number
         self.buffer: deque[Item] = deque()
         self.caught_up = False
-        self.behind_since: float | None = None
+        self.waited = 0.0
 
 
 class EventTimeMerge:
@@ -63,8 +66,8 @@ class EventTimeMerge:
     ranks
         Tie-break rank of each topic at equal event time (lower goes first).
     max_wait_s
-        How long a partition that is behind (empty buffer, not caught up) may hold back the
-        others.
+        How long (in time spent waiting for input) a partition that is behind (empty buffer, not
+        caught up) may hold back the others.
     """
 
     def __init__(self, ranks: dict[str, int], max_wait_s: float):
@@ -85,7 +88,7 @@ class EventTimeMerge:
         part = self._partitions[key]
         if items:
             part.buffer.extend(items)
-            part.behind_since = None
+            part.waited = 0.0
         part.caught_up = caught_up
 
     def set_caught_up(self, key: tuple[str, int], caught_up: bool) -> None:
@@ -100,9 +103,18 @@ class EventTimeMerge:
         """True when every buffer is empty and every partition is at its high watermark."""
         return all(p.caught_up and not p.buffer for p in self._partitions.values())
 
-    def pop_ready(self, now: float) -> Iterator[Item]:
-        """Yield every record that can be released now, in merge order."""
+    def pop_ready(self, waited_s: float) -> Iterator[Item]:
+        """Yield every record that can be released now, in merge order.
+
+        ``waited_s`` is the time the caller just spent waiting for input (e.g. inside the fetch);
+        it counts towards ``max_wait_s`` for every partition that is behind.
+        """
         parts = list(self._partitions.values())
+        for part in parts:
+            if part.buffer or part.caught_up:
+                part.waited = 0.0
+            else:
+                part.waited += waited_s
         counted = False
         while True:
             for part in parts:  # rule 2: invalid heads go at once
@@ -115,11 +127,8 @@ class EventTimeMerge:
             for part in parts:
                 if not part.buffer:
                     if part.caught_up:
-                        part.behind_since = None
                         continue
-                    if part.behind_since is None:
-                        part.behind_since = now
-                    if now - part.behind_since < self.max_wait_s:
+                    if part.waited < self.max_wait_s:
                         return  # rule 4: a lagging partition could still sort first
                     expired = True  # rule 5: waited long enough
                     continue

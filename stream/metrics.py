@@ -70,7 +70,44 @@ class ServiceMetrics:
             "riverbed_learn_duration_seconds", "Time to learn one label.", buckets=LATENCY_BUCKETS, registry=r
         )
         self.model_metric = Gauge(
-            "riverbed_model_metric", "Prequential (cumulative) metric value.", ["model", "metric"], registry=r
+            "riverbed_model_metric",
+            "Prequential metric value: window=\"cumulative\" since the start, \"rolling\" over the last [model] window labels.",
+            ["model", "metric", "window"],
+            registry=r,
+        )
+        self.model_is_champion = Gauge(
+            "riverbed_model_is_champion", "1 for the model whose predictions are published, 0 for challengers.",
+            ["model"], registry=r,
+        )
+        self.drift_detections = Counter(
+            "riverbed_drift_detections",
+            "Drift detections, by model, detector and signal (error, score, feature:<name>).",
+            ["model", "detector", "signal"],
+            registry=r,
+        )
+        self.drift_last_detected = Gauge(
+            "riverbed_drift_last_detected_timestamp_seconds",
+            "Wall-clock time of the latest drift detection, by model, detector and signal.",
+            ["model", "detector", "signal"],
+            registry=r,
+        )
+        self.promotions = Counter(
+            "riverbed_promotions",
+            "Champion changes (promotions and rollbacks), from the old champion to the new one.",
+            ["from", "to"],
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "riverbed_rollbacks",
+            "Champion changes back to the previous champion (also counted in riverbed_promotions_total).",
+            ["from", "to"],
+            registry=r,
+        )
+        self.retrains = Counter(
+            "riverbed_model_retrains",
+            "Learners replaced by the drift action retrain (background or fresh model).",
+            ["model"],
+            registry=r,
         )
         self.model_labels_learned = Gauge(
             "riverbed_model_labels_learned", "Labels the model has learned (its version).", ["model"], registry=r
@@ -99,6 +136,11 @@ class ServiceMetrics:
         self.merge_wait_expirations = Counter(
             "riverbed_merge_wait_expirations",
             "Times a lagging partition stopped holding the event-time merge back after [processor] max_wait_ms.",
+            registry=r,
+        )
+        self.label_requests = Counter(
+            "riverbed_label_requests",
+            "Label requests published (the events the model was least sure about, within [labels] request_budget).",
             registry=r,
         )
 

@@ -1,9 +1,19 @@
 """Batched output to Kafka: predictions and dead-letter copies.
 
-Messages are appended to one aiokafka ``BatchBuilder`` per output partition and submitted with
+Messages are appended to one aiokafka ``BatchBuilder`` per output partition and sent with
 ``send_batch``: no per-message await on the hot path. :meth:`BatchedOutput.flush` waits until
-every submitted batch is acknowledged; the checkpoint protocol calls it before writing offsets,
+every added message is acknowledged; the checkpoint protocol calls it before writing offsets,
 so a checkpoint never covers an input whose output was not delivered.
+
+The processing loop never waits for Kafka here (except for backpressure, see
+:data:`MAX_QUEUED_BATCHES`). aiokafka's ``send_batch`` waits until the partition's previous batch
+has been sent, and its sender sends nothing more to a broker that still has a request in flight,
+so handing a batch to it from the loop made the loop wait for an ``acks=all`` round trip on
+every iteration (measured with ``make bench``: live latency p50 10–25 ms and p99 0.24–1.1 s at
+4,000 events/s; 4.3 ms and 49 ms without the wait). Instead one small sender task per partition
+sends, in order, whatever has accumulated and waits for its acknowledgement; meanwhile the next
+batch keeps filling. So there is one batch in flight per partition, a prediction waits at most
+about one produce round trip before it is sent, and batches grow with the load.
 
 Partitions are chosen like the Java client's default partitioner (murmur2 of the key), so a
 prediction lands on the same partition as any other producer would put its key.
@@ -33,26 +43,51 @@ def partition_for(key: bytes | None, n_partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % n_partitions
 
 
+MAX_QUEUED_BATCHES = 8
+"""Filled batches a partition may queue before :meth:`BatchedOutput.submit` waits (backpressure)."""
+
+
+class _Slot:
+    """One output partition: the batch being filled, filled batches, and the sender task."""
+
+    __slots__ = ("topic", "partition", "open", "queued", "wake", "idle", "task")
+
+    def __init__(self, topic: str, partition: int):
+        self.topic = topic
+        self.partition = partition
+        self.open = None
+        self.queued: list = []
+        self.wake = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.task: asyncio.Task | None = None
+
+    def has_data(self) -> bool:
+        return bool(self.queued) or (self.open is not None and self.open.record_count() > 0)
+
+
 class BatchedOutput:
-    """Collects output messages in batches and sends them without per-message awaits."""
+    """Collects output messages in batches; per-partition sender tasks deliver them in order."""
 
     def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int]):
         self._producer = producer
         self._partitions = dict(partitions)
-        self._open: dict[tuple[str, int], object] = {}
-        self._full: list[tuple[str, int, object]] = []
+        self._slots: dict[tuple[str, int], _Slot] = {}
         self._in_flight: list[asyncio.Future] = []
+        self._failure: BaseException | None = None
         self.sent = 0
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence = ()) -> None:
         partition = partition_for(key, self._partitions[topic])
-        slot = (topic, partition)
-        batch = self._open.get(slot)
+        slot = self._slots.get((topic, partition))
+        if slot is None:
+            slot = self._slots[(topic, partition)] = _Slot(topic, partition)
+        batch = slot.open
         if batch is None:
-            batch = self._open[slot] = self._producer.create_batch()
+            batch = slot.open = self._producer.create_batch()
         if batch.append(timestamp=None, key=key, value=value, headers=list(headers)) is None:
-            self._full.append((topic, partition, batch))
-            batch = self._open[slot] = self._producer.create_batch()
+            slot.queued.append(batch)
+            batch = slot.open = self._producer.create_batch()
             if batch.append(timestamp=None, key=key, value=value, headers=list(headers)) is None:
                 raise OutputError(
                     f"a message for {topic} ({len(value or b'')} bytes) does not fit in one batch; "
@@ -61,17 +96,57 @@ class BatchedOutput:
         self.sent += 1
 
     async def submit(self) -> None:
-        """Hand every filled or open batch to the producer (does not wait for delivery)."""
-        batches = self._full
-        self._full = []
-        for (topic, partition), batch in self._open.items():
-            if batch.record_count():
-                batches.append((topic, partition, batch))
-        self._open = {}
-        for topic, partition, batch in batches:
-            self._in_flight.append(await self._producer.send_batch(batch, topic, partition=partition))
+        """Wake the sender of every partition with output (does not wait for delivery).
+
+        Waits only while a partition has more than :data:`MAX_QUEUED_BATCHES` filled batches
+        queued: output slower than processing slows processing down instead of filling memory.
+        """
+        self._raise_failure()
+        for slot in self._slots.values():
+            if slot.has_data():
+                self._wake(slot)
+                while len(slot.queued) > MAX_QUEUED_BATCHES and self._failure is None:
+                    await slot.idle.wait()
+                    self._wake(slot)
+        self._raise_failure()
         if len(self._in_flight) > 256:
             self._raise_failures(done_only=True)
+
+    def _wake(self, slot: _Slot) -> None:
+        slot.idle.clear()
+        slot.wake.set()
+        if slot.task is None or slot.task.done():
+            slot.task = asyncio.ensure_future(self._sender(slot))
+
+    async def _sender(self, slot: _Slot) -> None:
+        """Send the slot's batches in order, one at a time, each once the previous is acknowledged."""
+        producer = self._producer
+        try:
+            while True:
+                await slot.wake.wait()
+                slot.wake.clear()
+                while slot.has_data():
+                    batches, slot.queued = slot.queued, []
+                    if slot.open is not None and slot.open.record_count():
+                        batches.append(slot.open)
+                        slot.open = None
+                    future = None
+                    for batch in batches:
+                        future = await producer.send_batch(batch, slot.topic, partition=slot.partition)
+                        self._in_flight.append(future)
+                    if future is not None:
+                        await asyncio.wait([future])  # one batch in flight; the next keeps filling
+                slot.idle.set()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # surfaced by submit() and flush()
+            self._failure = exc
+            slot.idle.set()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            exc = self._failure
+            raise OutputError(f"Kafka did not accept output: {exc!r}") from exc
 
     def _raise_failures(self, done_only: bool) -> None:
         still = []
@@ -86,9 +161,27 @@ class BatchedOutput:
         self._in_flight = still
 
     async def flush(self) -> None:
-        """Submit everything and wait until Kafka acknowledged all of it."""
-        await self.submit()
+        """Send everything added so far and wait until Kafka acknowledged all of it."""
+        while True:
+            busy = [slot for slot in self._slots.values() if slot.has_data() or not slot.idle.is_set()]
+            if not busy or self._failure is not None:
+                break
+            for slot in busy:
+                if slot.has_data():
+                    self._wake(slot)
+            await asyncio.wait([asyncio.ensure_future(slot.idle.wait()) for slot in busy])
+        self._raise_failure()
         if self._in_flight:
             await asyncio.wait(self._in_flight)
         self._raise_failures(done_only=False)
         self._in_flight = []
+
+    async def close(self) -> None:
+        """Stop the sender tasks (after :meth:`flush`, or when giving up)."""
+        for slot in self._slots.values():
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+                try:
+                    await slot.task
+                except asyncio.CancelledError:
+                    pass

@@ -3,13 +3,22 @@
 One asyncio loop on aiokafka owns every partition of ``events`` and ``labels`` (manual
 assignment; River models are single-writer) and does, per fetched batch:
 
-1. decode and validate each record; invalid ones are copied unchanged to ``deadletter``;
+1. decode and validate each record, and apply ``[features] transform`` to events
+   (:mod:`stream.transforms`); invalid ones are copied unchanged to ``deadletter``;
 2. release records in deterministic event-time order (:class:`~stream.merge.EventTimeMerge`);
 3. event: predict with the serving model, emit the prediction, keep ``(x, prediction, ts)`` in
-   the pending-label store under the event id;
+   the pending-label store under the event id; with ``[labels] request_budget``, publish a label
+   request when the budgeted sampler picks the event (:mod:`learners.active`);
 4. label: find the pending entry, update the prequential metrics with the prediction made at
    event time, ``learn_one`` on the stored features, mark the id as learned;
 5. hand the batch's output to the producer (no per-message await).
+
+Challengers predict every event in shadow and learn every label; drift monitors watch every
+event (label-free) and every label (label-based). :class:`learners.ModelSet` does all of that and
+returns *notices* (drift detected, model retrained, challenger started, champion switched) that
+:meth:`Processor._on_notices` turns into Prometheus metrics and log lines; the bounded lists of
+detections and switches travel in the pickled model set and in the checkpoint metadata
+(``status --json``: ``drift``, ``promotions``).
 
 Recovery contract (exactly-once model state)
 --------------------------------------------
@@ -17,9 +26,9 @@ Every ``[state] checkpoint_interval_s``, at clean shutdown and when ``--exit-whe
 
 a. the producer is flushed: every prediction and dead-letter copy of the processed records is
    acknowledged by Kafka;
-b. one RocksDB ``WriteBatch`` stores the sealed model bytes (models, metrics, counts), the
-   pending-store changes since the last checkpoint and the next offset of every input partition,
-   then syncs (:meth:`state.store.StateStore.commit`);
+b. one RocksDB ``WriteBatch`` stores the sealed model bytes (models, metrics, label-request
+   sampler, counts), the pending-store changes since the last checkpoint and the next offset of
+   every input partition, then syncs (:meth:`state.store.StateStore.commit`);
 c. the same offsets are committed to the Kafka consumer group (for lag tools only).
 
 On start the newest checkpoint is loaded (its model bytes are checked against their sha256,
@@ -37,6 +46,7 @@ every :data:`EXPIRY_SWEEP_EVENTS` events removes such entries from the store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import pickle
@@ -50,17 +60,22 @@ import river
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from learners import ModelSet, build_model
+from learners import DriftSettings, ModelSet, PromotionPolicy, build_model
+from learners.drift import ChallengerStarted, DriftDetected, ModelRetrained, ModelSwitched
+from learners.active import LabelRequestSampler
 from state import StateStore, seal, unseal
 from state.errors import StateError
 from stream import __version__
 from stream.broker import ensure_kafka
 from stream.codecs import InvalidMessage, OutputCodec, parse_event, parse_label
+from stream.transforms import load_transform
 from stream.config import Config
 from stream.errors import RiverbedError
+from stream.history import MetricsHistory, model_snapshot
 from stream.merge import EventTimeMerge, Item
 from stream.metrics import ServiceMetrics, serve
 from stream.output import BatchedOutput
+from stream.runtime import tune_gc
 from stream.topics import create_topics, topic_partitions
 
 log = logging.getLogger(__name__)
@@ -81,6 +96,7 @@ COUNT_NAMES = (
     "duplicate_labels",
     "expired",
     "invalid",
+    "label_requests",
 )
 
 
@@ -122,6 +138,9 @@ class Processor:
         this many seconds.
     serve_metrics
         Start the ``/metrics`` HTTP server (``[metrics] enabled`` must also be true).
+    serve_http
+        Start the status page and HTTP API on this loop (``[http] enabled`` must also be true;
+        see :mod:`stream.http_api`).
     """
 
     def __init__(
@@ -131,6 +150,7 @@ class Processor:
         registry: CollectorRegistry | None = None,
         exit_when_idle: float | None = None,
         serve_metrics: bool = True,
+        serve_http: bool = True,
     ):
         self.config = config
         self.metrics = ServiceMetrics(registry or CollectorRegistry())
@@ -154,6 +174,15 @@ class Processor:
         self._reported = dict.fromkeys(COUNT_NAMES, 0)
         self._events_since_sweep = 0
         self.busy_seconds = 0.0
+        # [features] transform: payload -> River features, applied right after decoding.
+        self.transform = load_transform(config.features.transform) if config.features.transform else None
+        # [labels] request_budget > 0: ask for the labels of the most uncertain events.
+        self.sampler: LabelRequestSampler | None = build_sampler(config)
+        self.serve_http = serve_http and config.http.enabled
+        self.publish_challengers = config.challengers.publish
+        self._published_models: set[str] = set()
+        self.http_port: int | None = None
+        self.history = MetricsHistory()  # bounded metrics over the stream, for plots (stream.history)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -175,6 +204,8 @@ class Processor:
         cfg = self.config
         bootstrap = await asyncio.to_thread(ensure_kafka, cfg)
         topic_names = [self.topics.events, self.topics.labels, self.topics.predictions, self.topics.deadletter]
+        if self.sampler is not None:
+            topic_names.append(cfg.labels.request_topic)
         created = await asyncio.to_thread(create_topics, bootstrap, topic_names, cfg.kafka.partitions)
         if created:
             log.info("created topics %s", ", ".join(created))
@@ -183,10 +214,17 @@ class Processor:
             partitions[topic] = await asyncio.to_thread(topic_partitions, bootstrap, topic)
 
         self.store = StateStore(cfg.state.dir, keep=cfg.state.keep)
+        http_api = None
         try:
             self._restore()
+            tune_gc()  # see stream/runtime.py: full GC passes were 12-20% of the loop's time
             if self.serve_metrics:
                 self.metrics_port = serve(self.metrics, cfg.metrics.host, cfg.metrics.port)
+            if self.serve_http:
+                from stream.http_api import HttpApi
+
+                http_api = HttpApi(self, cfg.http.host, cfg.http.port, ready_lag=cfg.http.ready_lag)
+                self.http_port = await http_api.start()
             self._publish_model_metrics()
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=bootstrap,
@@ -243,6 +281,8 @@ class Processor:
                 await consumer.stop()
                 await producer.stop()
         finally:
+            if http_api is not None:
+                await http_api.stop()
             self.store.close()
         seconds = time.monotonic() - started
         return RunSummary(
@@ -283,6 +323,9 @@ class Processor:
                     "resuming from older checkpoint %d: labels learned after it may count as duplicates", seq
                 )
             self.models = state["models"]
+            for change in self.models.reconfigure(**learner_settings(self.config)):
+                log.warning("configuration changed since checkpoint %d: %s", seq, change)
+            self._restore_sampler(state.get("sampler"))
             self.counts.update(ckpt.meta["counts"])
             self.invalid_by_reason = dict(ckpt.meta.get("invalid_by_reason", {}))
             self.offsets = {(t, p): o for t, p, o in ckpt.meta["offsets"]}
@@ -290,6 +333,7 @@ class Processor:
             self._events_since_sweep = ckpt.meta.get("events_since_sweep", 0)
             self.resumed_from = seq
             self.last_checkpoint = ckpt
+            self.history = MetricsHistory.from_meta(ckpt.meta.get("history"))
             self._reported = dict(self.counts)
             model = self.models.serving_model
             log.info(
@@ -306,19 +350,12 @@ class Processor:
                 "move the directory aside to start from scratch"
             )
         m = self.config.model
-        self.models = ModelSet.single(spec["name"], build_model(m.preset, m.task), m.task, m.metrics)
+        self.models = build_model_set(self.config)
         log.info("no checkpoint in %s: starting a new %s model (%s)", self.store.path, m.preset, m.task)
 
-    async def checkpoint(self) -> None:
-        """Flush output, then write model, pending changes and offsets in one atomic batch."""
-        started = time.perf_counter()
-        await self.output.flush()
-        blob = seal(
-            pickle.dumps({"models": self.models}, protocol=5),
-            producer_version=MODEL_FORMAT,
-            key=model_key(),
-        )
-        meta = {
+    def checkpoint_meta(self) -> dict:
+        """The checkpoint's metadata from the live state (also the live ``/status`` document's source)."""
+        return {
             "created_at": time.time(),
             "spec": self._spec(),
             "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
@@ -329,8 +366,22 @@ class Processor:
             "serving": self.models.serving,
             "pending": len(self.store.pending),
             "models": self.models.describe(),
+            "drift": list(self.models.drift_log),
+            "promotions": list(self.models.switch_log),
             "versions": {"riverbed": __version__, "river": river.__version__},
+            "history": self.history.to_meta(),
         }
+
+    async def checkpoint(self) -> None:
+        """Flush output, then write model, pending changes and offsets in one atomic batch."""
+        started = time.perf_counter()
+        await self.output.flush()
+        blob = seal(
+            pickle.dumps({"models": self.models, "sampler": self.sampler}, protocol=5),
+            producer_version=MODEL_FORMAT,
+            key=model_key(),
+        )
+        meta = self.checkpoint_meta()
         ckpt = await asyncio.to_thread(self.store.commit, meta, blob)
         self.last_checkpoint = ckpt
         self.checkpoints_written += 1
@@ -362,14 +413,16 @@ class Processor:
         poll_ms = cfg.processor.poll_timeout_ms
         max_records = cfg.processor.max_batch
         while not self._stop.is_set():
+            fetch_started = time.monotonic()
             batch = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
+            waited = time.monotonic() - fetch_started
             for tp, records in batch.items():
                 decode = self._decode_event if tp.topic == events_topic else self._decode_label
                 self.merge.add((tp.topic, tp.partition), [decode(r) for r in records], caught_up=False)
             for tp in self._inputs:
                 self.merge.set_caught_up((tp.topic, tp.partition), await self._caught_up(tp))
             now = time.monotonic()
-            n = self._process(self.merge.pop_ready(now))
+            n = self._process(self.merge.pop_ready(waited))
             if n:
                 processed += n
                 idle_since = now
@@ -405,7 +458,9 @@ class Processor:
 
     def _decode_event(self, record) -> Item:
         try:
-            event = parse_event(record.value, self.max_bytes)
+            event = parse_event(record.value, self.max_bytes, self.transform is not None)
+            if self.transform is not None:
+                event = event._replace(x=self.transform(event.x))
         except InvalidMessage as exc:
             return Item(None, record.offset, (exc, record))
         ts = event.ts if event.ts is not None else record.timestamp / 1000.0
@@ -440,7 +495,7 @@ class Processor:
 
     def _on_event(self, event, ts: float, record) -> None:
         t0 = time.perf_counter()
-        served = self.models.predict(event.x)
+        served = self.models.predict(event.x, ts)
         self.metrics.predict_latency.observe(time.perf_counter() - t0)
         message = {"id": event.id, "y_pred": served.y_pred}
         if served.proba is not None:
@@ -448,8 +503,18 @@ class Processor:
         message["model"] = served.model
         message["version"] = served.version
         message["ts"] = ts
+        if self.publish_challengers and len(served.record) > 1:
+            message["challengers"] = {
+                name: {"y_pred": y_pred} if proba is None else {"y_pred": y_pred, "proba": dict(proba)}
+                for name, y_pred, proba in served.record
+                if name != served.model
+            }
+        if served.notices:
+            self._on_notices(served.notices)
         self.output.add(self.topics.predictions, record.key, self.codec.encode(message))
-        entry = msgpack.packb([event.x, ts, served.record], use_bin_type=True, default=_plain)
+        if self.sampler is not None:
+            self._maybe_request_label(event.id, served, ts, record.key)
+        entry = _pack_entry([event.x, ts, served.record])
         self.store.pending.put(event.id, ts, entry)
         counts = self.counts
         counts["events"] += 1
@@ -457,6 +522,32 @@ class Processor:
         self._events_since_sweep += 1
         if self._events_since_sweep >= EXPIRY_SWEEP_EVENTS:
             self._sweep_expired()
+
+    def _maybe_request_label(self, event_id: str, served, ts: float, key) -> None:
+        """Publish a label request when the sampler picks this event (within the window's budget)."""
+        ask, score = self.sampler.offer(ts, served.proba)
+        if not ask:
+            return
+        message = {
+            "id": event_id,
+            "y_pred": served.y_pred,
+            "proba": served.proba,
+            "score": score,
+            "model": served.model,
+            "version": served.version,
+            "ts": ts,
+        }
+        self.output.add(self.config.labels.request_topic, key, self.codec.encode(message))
+        self.counts["label_requests"] += 1
+
+    def _restore_sampler(self, stored: LabelRequestSampler | None) -> None:
+        """Keep the checkpointed sampler's state when it still fits the config (else start afresh)."""
+        if self.sampler is None or stored is None:
+            return
+        if stored.params == self.sampler.params:
+            self.sampler = stored
+        else:
+            log.info("[labels] request settings changed since the checkpoint: the label-request budget restarts")
 
     def _on_label(self, label, ts: float) -> None:
         counts = self.counts
@@ -475,11 +566,24 @@ class Processor:
             counts["expired"] += 1
             return
         t0 = time.perf_counter()
-        self.models.learn(x, label.y, predictions)
+        notices = self.models.learn(x, label.y, predictions, ts)
         self.metrics.learn_latency.observe(time.perf_counter() - t0)
+        if notices:
+            self._on_notices(notices)
         self.metrics.label_delay.observe(max(0.0, ts - event_ts))
         self.store.learned.put(label.id, event_ts, b"")
         counts["joined"] += 1
+        if counts["joined"] % self.history.every == 0:
+            self._record_history()
+
+    def _record_history(self) -> None:
+        """Append a metrics point (every ``history.every`` labels learned: deterministic)."""
+        self.history.append(
+            self.counts["joined"],
+            position=self.counts["events"],
+            ts=self.watermark,
+            models={name: model_snapshot(model) for name, model in self.models.models.items()},
+        )
 
     def _sweep_expired(self) -> None:
         self._events_since_sweep = 0
@@ -525,6 +629,8 @@ class Processor:
             m.duplicate.inc(deltas["duplicate_labels"])
         if deltas["expired"]:
             m.expired.inc(deltas["expired"])
+        if deltas["label_requests"]:
+            m.label_requests.inc(deltas["label_requests"])
         self._reported = dict(counts)
         m.pending.set(len(self.store.pending))
         if self.merge.wait_expirations:
@@ -532,10 +638,50 @@ class Processor:
             self.merge.wait_expirations = 0
 
     def _publish_model_metrics(self) -> None:
+        metrics = self.metrics
+        if self._published_models != set(self.models.models):  # a model was added or dropped
+            for gauge in (metrics.model_metric, metrics.model_labels_learned, metrics.model_is_champion):
+                gauge.clear()
+            self._published_models = set(self.models.models)
         for name, model in self.models.models.items():
             for metric, value in model.evaluation.values().items():
-                self.metrics.model_metric.labels(name, metric).set(value)
-            self.metrics.model_labels_learned.labels(name).set(model.n_learned)
+                metrics.model_metric.labels(name, metric, "cumulative").set(value)
+            for metric, value in model.evaluation.rolling_values().items():
+                metrics.model_metric.labels(name, metric, "rolling").set(value)
+            metrics.model_labels_learned.labels(name).set(model.n_learned)
+            metrics.model_is_champion.labels(name).set(1 if name == self.models.serving else 0)
+
+    def _on_notices(self, notices) -> None:
+        """Drift detections, retrains, new challengers and champion changes: count and log them."""
+        metrics = self.metrics
+        for notice in notices:
+            if isinstance(notice, DriftDetected):
+                labels = (notice.model, notice.detector, notice.signal)
+                metrics.drift_detections.labels(*labels).inc()
+                metrics.drift_last_detected.labels(*labels).set(time.time())
+                log.warning(
+                    "drift detected by %s on %s of model %s at event %d (event time %s): action %s",
+                    notice.detector, notice.signal, notice.model, notice.position, notice.ts, notice.action,
+                )
+            elif isinstance(notice, ModelSwitched):
+                metrics.promotions.labels(notice.from_model, notice.to_model).inc()
+                if notice.kind == "rollback":
+                    metrics.rollbacks.labels(notice.from_model, notice.to_model).inc()
+                log.warning(
+                    "%s: %s now serves instead of %s at event %d (rolling %s %.4f against %.4f)",
+                    notice.kind, notice.to_model, notice.from_model, notice.position, notice.metric,
+                    notice.to_value, notice.from_value,
+                )
+                self._publish_model_metrics()
+            elif isinstance(notice, ModelRetrained):
+                metrics.retrains.labels(notice.model).inc()
+                log.warning(
+                    "model %s retrained at event %d: now serving its %s", notice.model, notice.position,
+                    "background model" if notice.background else "fresh model",
+                )
+            elif isinstance(notice, ChallengerStarted):
+                log.warning("challenger %s started (a fresh %s) at event %d", notice.model, notice.source, notice.position)
+                self._publish_model_metrics()
 
     def _publish_lag(self) -> None:
         for tp in self._inputs:
@@ -545,8 +691,55 @@ class Processor:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - done))
 
 
+def learner_settings(config: Config) -> dict:
+    """``[model] window``, ``[drift]``, ``[challengers]`` as :meth:`learners.ModelSet.reconfigure` arguments."""
+    m, d, c = config.model, config.drift, config.challengers
+    drift = DriftSettings(
+        detector=d.detector,
+        input_detector=d.input_detector,
+        max_features=d.max_features,
+        error_action=d.error_action,
+        score_action=d.score_action,
+        feature_action=d.feature_action,
+    )
+    promotion = PromotionPolicy(metric=c.metric or m.metrics[0], margin=c.margin, min_labels=c.min_labels)
+    challengers = {name: functools.partial(build_model, spec, m.task) for name, spec in config.challenger_specs}
+    return {"challengers": challengers, "window": m.window, "drift": drift, "promotion": promotion}
+
+
+def build_model_set(config: Config) -> ModelSet:
+    """The champion of ``[model]``, the challengers of ``[[challengers.models]]``, ``[drift]`` monitors."""
+    m = config.model
+    settings = learner_settings(config)
+    champion = (config.model_name, build_model(m.preset, m.task))
+    challengers = [(name, factory()) for name, factory in settings["challengers"].items()]
+    return ModelSet.build(
+        champion, challengers, m.task, m.metrics,
+        window=settings["window"], drift=settings["drift"], promotion=settings["promotion"],
+    )
+
+
+def build_sampler(config: Config) -> LabelRequestSampler | None:
+    """The label-request sampler of ``[labels] request_*``, or ``None`` when the budget is 0."""
+    labels = config.labels
+    if labels.request_budget <= 0:
+        return None
+    if labels.request_window_s <= 0:
+        raise RiverbedError("[labels] request_window_s must be greater than 0 when request_budget is set")
+    if config.model.task == "regression" and labels.request_strategy != "random":
+        raise RiverbedError(
+            f"[labels] request_strategy = {labels.request_strategy!r} needs class probabilities; "
+            "a regression model has none: use \"random\""
+        )
+    return LabelRequestSampler(labels.request_budget, labels.request_window_s, labels.request_strategy)
+
+
 def _plain(value: Any) -> Any:
     item = getattr(value, "item", None)
     if item is not None:
         return item()
     raise TypeError(f"cannot store {type(value).__name__}")
+
+
+#: Packs pending entries; one reused Packer is ~1.5 µs per event cheaper than ``msgpack.packb``.
+_pack_entry = msgpack.Packer(use_bin_type=True, default=_plain).pack

@@ -38,13 +38,14 @@ def broker_bootstrap(test_config: Config) -> str:
 
 
 def fresh_config(base: Config, bootstrap: str, state_dir: Path, **sections) -> Config:
-    """``base`` with unique topic names, its own state dir and no metrics server."""
+    """``base`` with unique topic names, its own state dir and no metrics or HTTP server."""
     suffix = uuid.uuid4().hex[:10]
     cfg = base.replace(
         kafka={"bootstrap_servers": bootstrap},
         topics={name: f"t{suffix}-{name}" for name in ("events", "labels", "predictions", "deadletter")},
         state={"dir": str(state_dir), "checkpoint_interval_s": 1.0},
         metrics={"enabled": False},
+        http={"enabled": False},
     )
     return cfg.replace(**sections) if sections else cfg
 

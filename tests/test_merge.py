@@ -9,8 +9,8 @@ from stream.merge import EventTimeMerge, Item
 RANKS = {"labels": 0, "events": 1}
 
 
-def drain(merge, now=0.0):
-    return [item.payload for item in merge.pop_ready(now)]
+def drain(merge, waited=0.0):
+    return [item.payload for item in merge.pop_ready(waited)]
 
 
 def test_orders_by_event_time_then_labels_before_events():
@@ -31,10 +31,21 @@ def test_a_lagging_partition_holds_the_merge_back_until_max_wait():
     merge = EventTimeMerge(RANKS, max_wait_s=1.0)
     merge.register(("labels", 0))  # not caught up, nothing fetched yet
     merge.add(("events", 0), [Item(1.0, 0, "e0")], caught_up=True)
-    assert drain(merge, now=0.0) == []
-    assert drain(merge, now=0.5) == []
-    assert drain(merge, now=1.0) == ["e0"]
+    assert drain(merge, waited=0.0) == []
+    assert drain(merge, waited=0.5) == []
+    assert drain(merge, waited=0.5) == ["e0"]
     assert merge.wait_expirations == 1
+
+
+def test_only_time_spent_waiting_for_input_counts_not_processing_time():
+    merge = EventTimeMerge(RANKS, max_wait_s=1.0)
+    merge.register(("labels", 0))
+    merge.add(("events", 0), [Item(1.0, 0, "e0")], caught_up=True)
+    for _ in range(50):  # many short fetches, however long the caller was busy in between
+        assert drain(merge, waited=0.01) == []
+    merge.add(("labels", 0), [Item(0.5, 0, "l0")], caught_up=True)
+    assert drain(merge, waited=0.01) == ["l0", "e0"]
+    assert merge.wait_expirations == 0
 
 
 def test_a_caught_up_partition_does_not_hold_the_merge_back():

@@ -103,6 +103,13 @@ def test_predictions_follow_the_contract(service_config, broker_bootstrap):
     assert sum(last["proba"].values()) == pytest.approx(1.0)
 
 
+def events_checkpointed(cfg) -> int:
+    try:
+        return read_status(cfg)["counts"]["events"]
+    except RiverbedError:  # no checkpoint yet
+        return 0
+
+
 def _reader_config(cfg, tmp_path: Path, name: str):
     """A second processor reading the same input topics, writing its own outputs and state."""
     return cfg.replace(
@@ -112,14 +119,14 @@ def _reader_config(cfg, tmp_path: Path, name: str):
 
 
 def test_kill_9_at_random_moments_changes_nothing(test_config, broker_bootstrap, tmp_path):
-    """kill -9 five times during a 20,000-event replay: same model, each label learned once."""
+    """kill -9 five times during a 40,000-event replay: same model, each label learned once."""
     base = fresh_config(
         test_config, broker_bootstrap, tmp_path / "unused",
         model={"preset": "hoeffding_adaptive", "task": "binary", "metrics": ["accuracy", "logloss"]},
     )
     base = base.replace(state={"checkpoint_interval_s": 0.3})
-    published = publish(base, "sea", delay=50, limit=20_000)
-    assert (published["events"], published["labels"]) == (20_000, 20_000)
+    published = publish(base, "sea", delay=50, limit=40_000)
+    assert (published["events"], published["labels"]) == (40_000, 40_000)
 
     reference = _reader_config(base, tmp_path, "reference")
     run_once(reference)
@@ -140,33 +147,34 @@ def test_kill_9_at_random_moments_changes_nothing(test_config, broker_bootstrap,
                 break
         else:
             pytest.fail(f"processor exited early with {proc.wait()}")
-        time.sleep(rng.uniform(0.35, 0.9))
-        assert proc.poll() is None, "the processor finished before the kill: replay more events"
+        before = progress[-1] if progress else 0
+        deadline = time.monotonic() + 60
+        while events_checkpointed(crashy) <= before:  # this run has checkpointed progress of its own
+            assert time.monotonic() < deadline, "no checkpoint within 60 s"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))  # then a random moment, usually between two checkpoints
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
-        try:
-            progress.append(read_status(crashy)["counts"]["events"])
-        except RiverbedError:  # killed before its first checkpoint
-            progress.append(0)
+        progress.append(events_checkpointed(crashy))
     riverbed("run", "--exit-when-idle", "1", config=config_file)
     actual = read_status(crashy)
 
     print("events covered by the checkpoint after each kill:", progress)
-    assert all(p < 20_000 for p in progress) and progress[-1] > 0, progress  # every kill landed mid-replay
-    assert progress == sorted(progress), progress
+    assert all(0 < p < 40_000 for p in progress), progress  # every kill landed mid-replay
+    assert progress == sorted(set(progress)), progress  # and each run made progress of its own
     assert actual["models"]["hoeffding_adaptive"]["fingerprint"] == expected["models"]["hoeffding_adaptive"]["fingerprint"]
     assert actual["models"]["hoeffding_adaptive"]["metrics"] == expected["models"]["hoeffding_adaptive"]["metrics"]
-    assert actual["models"]["hoeffding_adaptive"]["n_learned"] == 20_000
+    assert actual["models"]["hoeffding_adaptive"]["n_learned"] == 40_000
     assert actual["counts"] == expected["counts"]
-    assert actual["counts"]["joined"] == 20_000
+    assert actual["counts"]["joined"] == 40_000
     assert actual["counts"]["duplicate_labels"] == 0 and actual["counts"]["unmatched_labels"] == 0
 
-    reference_values = {r.key: r.value for r in read_topic(broker_bootstrap, reference.topics.predictions, 20_000)}
+    reference_values = {r.key: r.value for r in read_topic(broker_bootstrap, reference.topics.predictions, 40_000)}
     crash_values = defaultdict(set)
     for record in read_topic(broker_bootstrap, crashy.topics.predictions):
         crash_values[record.key].add(record.value)
-    assert len(reference_values) == 20_000
+    assert len(reference_values) == 40_000
     assert set(crash_values) == set(reference_values)  # every event predicted
     assert all(values == {reference_values[key]} for key, values in crash_values.items())  # duplicates identical
 
@@ -257,7 +265,8 @@ def test_metrics_are_exported(service_config):
     assert value("riverbed_predictions_total", {"model": "logreg"}) == 300
     assert value("riverbed_label_delay_seconds_count") == 300
     assert value("riverbed_predict_duration_seconds_count") == 300
-    assert value("riverbed_model_metric", {"model": "logreg", "metric": "accuracy"}) > 0.5
+    assert value("riverbed_model_metric", {"model": "logreg", "metric": "accuracy", "window": "cumulative"}) > 0.5
+    assert value("riverbed_model_metric", {"model": "logreg", "metric": "accuracy", "window": "rolling"}) > 0.5
     assert value("riverbed_checkpoint_size_bytes") > 0
     assert value("riverbed_pending_entries") == 0
     assert value("riverbed_consumer_lag_messages", {"topic": cfg.topics.events, "partition": "0"}) == 0
@@ -344,7 +353,7 @@ def test_metrics_endpoint_binds_loopback(service_config):
     asyncio.run(processor.run())
     body = urllib.request.urlopen(f"http://127.0.0.1:{processor.metrics_port}/metrics", timeout=5).read().decode()
     assert "riverbed_events_total 50.0" in body
-    assert 'riverbed_model_metric{metric="accuracy",model="logreg"}' in body
+    assert 'riverbed_model_metric{metric="accuracy",model="logreg",window="cumulative"}' in body
 
 
 def test_offsets_are_committed_to_the_consumer_group_for_lag_tools(service_config, broker_bootstrap):

@@ -1,0 +1,573 @@
+"""The benchmark run: broker, workload, rows, latency, recovery, table and JSON.
+
+What is measured (all rows, same broker, same data, same run):
+
+- **rate** (events/s): events processed / seconds, where each event also had its label learned.
+  For Kafka rows the clock starts when the first input records were fetched and stops when
+  Kafka has acknowledged the last prediction (riverbed: the final checkpoint's producer flush;
+  Faust: ``app.producer.flush()``; naive: ``producer.flush()``). Start-up (connecting, group
+  joins, restoring state) is outside the window and reported separately for riverbed.
+- **η** = rate / P, **overhead** = 1/rate − 1/P in µs per event (one event + its label).
+- **latency** (riverbed): the prediction record's Kafka timestamp minus the event's create time.
+  The producer stamps ``ts = time.time()`` into each event just before handing it to its
+  client; riverbed copies the event time into the prediction's ``ts``; aiokafka stamps the
+  prediction record (CreateTime, milliseconds) when riverbed appends it to its output batch.
+  So latency covers producer client → broker → riverbed fetch → merge → predict, at 1 ms
+  resolution; it does not include the prediction's own trip to the broker.
+- **label freshness** (riverbed): wall time when ``learn_one`` returned minus the label's
+  create time (``ts`` stamped by the producer).
+- **checkpoint duty**: sum of ``riverbed_checkpoint_duration_seconds`` (producer flush + model
+  pickle + RocksDB write) over the measured wall time.
+- **recovery**: ``riverbed run`` as a subprocess on the full backlog, ``SIGKILL`` mid-way, restart;
+  time from the restart (just before ``Popen``) to the Kafka timestamp of the first prediction
+  record appended after the kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
+ALL_ROWS = ("bare", "riverbed", "lean", "faust", "naive", "latency", "recovery")
+ROW_TITLES = {
+    "bare": "limit P (bare River loop)",
+    "riverbed": "riverbed (default config)",
+    "lean": "riverbed, lean config (accuracy only, no drift detectors)",
+    "faust": "faust-streaming agents",
+    "naive": "naive kafka-python loop",
+}
+#: The lean row: what riverbed costs without its evaluation extras (rolling metrics still run).
+LEAN = {"model": {"metrics": ["accuracy"]}, "drift": {"detector": "none", "input_detector": "none"}}
+TARGET_ETA = {"logreg": 0.6, "hoeffding_adaptive": 0.9}
+
+_T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    elapsed = time.monotonic() - _T0
+    print(f"[bench {int(elapsed // 60):02d}:{elapsed % 60:04.1f}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=100_000, help="events (each with one label) per row (default 100000)")
+    p.add_argument("--naive-events", type=int, default=None,
+                   help="events for the naive kafka-python row (default: --events)")
+    p.add_argument("--faust-events", type=int, default=30_000,
+                   help="events for the faust row, the slowest (default 30000, capped at --events)")
+    p.add_argument("--models", default="logreg,hoeffding_adaptive", help="comma-separated presets")
+    p.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma-separated subset of {','.join(ALL_ROWS)}")
+    p.add_argument("--dataset", default="sea", help="built-in dataset replayed as the workload (default sea)")
+    p.add_argument("--loads", default="0.5,0.8", help="latency runs at these fractions of riverbed's rate")
+    p.add_argument("--latency-seconds", type=float, default=12.0, help="length of each latency run")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(ROOT)})")
+    p.add_argument("--bootstrap", default="", help="use this running Kafka instead of starting one")
+    p.add_argument("--port", type=int, default=29092, help="port of the benchmark's own broker (controller: +1)")
+    return p.parse_args(argv)
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_row(spec: dict, workdir: Path, timeout: float = 900) -> dict:
+    """Run one row in a fresh interpreter and return its JSON result."""
+    out = workdir / f"{spec['kind']}-{uuid.uuid4().hex[:8]}.json"
+    spec = {**spec, "out": str(out)}
+    proc = subprocess.run([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=ROOT, env=_env(),
+                          stdout=subprocess.DEVNULL, timeout=timeout)  # on timeout the child is killed
+    if not out.exists():
+        raise RuntimeError(f"row {spec['kind']} exited {proc.returncode} without a result")
+    return json.loads(out.read_text())
+
+
+class _StderrWatcher:
+    """Forwards a child's stderr to ours and notes when a line containing ``marker`` appears."""
+
+    def __init__(self, proc: subprocess.Popen, marker: str, forward: bool = True):
+        self.seen = threading.Event()
+        self.seen_at: float | None = None
+        self.lines: list[tuple[float, str]] = []
+        self._marker = marker
+        self._forward = forward
+        self._thread = threading.Thread(target=self._pump, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, proc: subprocess.Popen) -> None:
+        for line in proc.stderr:
+            now = time.time()
+            self.lines.append((now, line.rstrip()))
+            if self._marker in line and not self.seen.is_set():
+                self.seen_at = now
+                self.seen.set()
+            elif self._forward:
+                print(line, end="", file=sys.stderr, flush=True)
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def topic_names(prefix: str) -> dict:
+    return {name: f"{prefix}-{name}" for name in ("events", "labels", "predictions", "deadletter")}
+
+
+def riverbed_sections(bootstrap: str, topics: dict, state_dir: Path, preset: str, **extra) -> dict:
+    sections = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"riverbed-{uuid.uuid4().hex[:6]}"},
+        "topics": topics,
+        "state": {"dir": str(state_dir)},
+        "model": {"preset": preset, "task": "binary"},
+        "metrics": {"enabled": False},
+        "http": {"enabled": False},
+        "log": {"level": "WARNING"},
+    }
+    for section, values in extra.items():
+        sections[section] = {**sections.get(section, {}), **values}
+    return sections
+
+
+def load_sections(sections: dict):
+    from stream.config import load_config
+
+    return load_config(None, env={}).replace(**sections)
+
+
+# -- Kafka helpers -----------------------------------------------------------------------------
+
+
+def create(bootstrap: str, topics: dict) -> None:
+    from stream.topics import create_topics
+
+    create_topics(bootstrap, list(topics.values()), 1)
+
+
+def end_offset(bootstrap: str, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(topic, 0)
+        return consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+
+
+def read_records(bootstrap: str, topic: str, start: int = 0, expected: int | None = None, idle_ms: int = 3000):
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", consumer_timeout_ms=idle_ms)
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    try:
+        records = []
+        for record in consumer:
+            records.append(record)
+            if expected is not None and len(records) >= expected:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    values = sorted(values)
+
+    def q(p: float) -> float:
+        return values[min(len(values) - 1, int(p * len(values)))]
+
+    return {"n": len(values), "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": values[-1]}
+
+
+# -- measurements ------------------------------------------------------------------------------
+
+
+def measure_latency(ctx: dict, preset: str, rate: float, load: float) -> dict:
+    """riverbed on live topics fed at ``load × rate`` events/s; latency from prediction timestamps."""
+    import msgpack
+
+    bootstrap, workdir = ctx["bootstrap"], ctx["workdir"]
+    target_rate = max(1.0, load * rate)
+    n = max(200, int(target_rate * ctx["latency_seconds"]))
+    topics = topic_names(f"live-{preset}-{int(load * 100)}-{uuid.uuid4().hex[:6]}")
+    create(bootstrap, topics)
+    sections = riverbed_sections(bootstrap, topics, workdir / f"state-{topics['events']}", preset)
+    out = workdir / f"live-{uuid.uuid4().hex[:8]}.json"
+    spec = {"kind": "riverbed_live", "config": sections, "target": 2 * n, "out": str(out)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watcher = _StderrWatcher(proc, "READY")
+    if not watcher.seen.wait(120):
+        proc.kill()
+        raise RuntimeError("the live processor did not start")
+    producer = run_row({"kind": "producer", "bootstrap": bootstrap, "topics": topics, "rate": target_rate, "n": n,
+                        "dataset": ctx["dataset"], "label_delay": 100}, workdir)
+    try:
+        proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError("the live processor did not see every event and label within 300 s")
+    result = json.loads(out.read_text())
+    records = read_records(bootstrap, topics["predictions"], expected=n)
+    warmup = int(0.1 * len(records))  # the first 10% (connection warm-up, first batches) are left out
+    latencies = [r.timestamp / 1000.0 - msgpack.unpackb(r.value, raw=False, strict_map_key=False)["ts"] for r in records[warmup:]]
+    return {
+        "load": load,
+        "target_rate": target_rate,
+        "offered_rate": producer["rate"],
+        "events": n,
+        "latency": percentiles(latencies),
+        "freshness": result.get("freshness"),
+        "checkpoint_duty": result["checkpoint_duty"],
+        "processor_peak_rss_bytes": result["peak_rss_bytes"],
+    }
+
+
+def measure_recovery(ctx: dict, preset: str, topics: dict, rate: float) -> dict:
+    """``riverbed run`` on the backlog, SIGKILL mid-way, restart: time to the first new prediction."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from stream.cli import read_status
+    from stream.config import to_toml
+
+    bootstrap, workdir, n = ctx["bootstrap"], ctx["workdir"], ctx["events"]
+    own = {**topics, "predictions": f"{topics['events']}-recovery-{preset}-predictions",
+           "deadletter": f"{topics['events']}-recovery-{preset}-deadletter"}
+    create(bootstrap, own)
+    interval = 1.0
+    sections = riverbed_sections(bootstrap, own, workdir / f"state-recovery-{preset}", preset,
+                                 state={"checkpoint_interval_s": interval}, log={"level": "INFO"})
+    cfg = load_sections(sections)
+    config_file = workdir / f"recovery-{preset}.toml"
+    config_file.write_text(to_toml(cfg), encoding="utf-8")
+    command = [sys.executable, "-m", "stream", "--config", str(config_file), "run"]
+    expected = n / rate
+    kill_after = min(max(interval + 1.0, 0.5 * expected), 0.7 * expected)
+
+    first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    watcher = _StderrWatcher(first, "consuming", forward=False)
+    if not watcher.seen.wait(120):
+        first.kill()
+        raise RuntimeError("riverbed run did not start consuming")
+    time.sleep(kill_after)
+    killed_while_running = first.poll() is None
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    try:
+        covered = read_status(cfg)["counts"]["events"]
+    except Exception:
+        covered = 0
+    high = end_offset(bootstrap, own["predictions"])
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             fetch_max_wait_ms=20)
+    tp = TopicPartition(own["predictions"], 0)
+    consumer.assign([tp])
+    consumer.seek(tp, high)
+    consumer.poll(timeout_ms=100)  # connect before the clock starts
+    restarted_at = time.time()
+    second = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    watcher2 = _StderrWatcher(second, "consuming", forward=False)
+    first_new = None
+    deadline = time.monotonic() + 60
+    try:
+        while first_new is None and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                if records:
+                    first_new = records[0]
+                    break
+    finally:
+        consumer.close()
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(30)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            second.wait()
+    if first_new is None:
+        tail = "\n".join(line for _, line in (watcher.lines + watcher2.lines)[-30:])
+        raise RuntimeError(f"no prediction within 60 s of the restart; the processor said:\n{tail}")
+    return {
+        "seconds": first_new.timestamp / 1000.0 - restarted_at,
+        "to_consuming_seconds": (watcher2.seen_at - restarted_at) if watcher2.seen_at else None,
+        "killed_after_seconds": kill_after,
+        "killed_while_running": killed_while_running,
+        "events_in_checkpoint_at_kill": covered,
+        "predictions_before_kill": high,
+        "checkpoint_interval_s": interval,
+    }
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gb": mem, "python": platform.python_version(),
+            "load_avg_1m_at_start": load}
+
+
+def run(args: argparse.Namespace) -> dict:
+    from stream.replay import produce
+
+    from bench.workload import Workload
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = set(rows) - set(ALL_ROWS)
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)}; choose from {', '.join(ALL_ROWS)}")
+    n_naive = min(args.naive_events or args.events, args.events)
+    n_faust = min(args.faust_events, args.events)
+    workdir = Path(tempfile.mkdtemp(prefix="riverbed-bench-"))
+    broker = None
+    results: dict = {"machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "command": "python -m bench " + " ".join(sys.argv[1:]),
+                     "workload": {"dataset": args.dataset, "events": args.events, "naive_events": n_naive,
+                                  "faust_events": n_faust,
+                                  "label_delay": 100, "labels_per_event": 1},
+                     "models": {}}
+    try:
+        bootstrap = args.bootstrap
+        if not bootstrap:
+            from stream.broker import LocalBroker
+
+            cfg = load_sections({"broker": {"port": args.port, "controller_port": args.port + 1,
+                                            "dir": str(workdir / "broker")}})
+            broker = LocalBroker(cfg)
+            say(f"starting the benchmark's own Kafka broker on {broker.bootstrap} (dir {broker.dir})")
+            broker.start()
+            bootstrap = broker.bootstrap
+        ctx = {"bootstrap": bootstrap, "workdir": workdir, "dataset": args.dataset, "events": args.events,
+               "latency_seconds": args.latency_seconds}
+        workload = Workload(args.dataset, args.events)
+        topics = topic_names(f"bench-{args.dataset}-{uuid.uuid4().hex[:6]}")
+        create(bootstrap, {k: topics[k] for k in ("events", "labels")})
+        say(f"publishing {workload.n:,} events and {workload.n:,} labels ({args.dataset}, label delay 100)")
+        published = produce(bootstrap, SimpleNamespace(**topics), workload.records(), progress=False)
+        say(f"published in {published['seconds']:.1f} s")
+        results["workload"]["published"] = published
+
+        for preset in models:
+            say(f"== {preset} ==")
+            entry: dict = {"rows": {}}
+            results["models"][preset] = entry
+            base = {"dataset": args.dataset, "preset": preset}
+            if "bare" in rows:
+                say(f"{preset}: the limit P, bare River loop on {args.events:,} events")
+                entry["rows"]["bare"] = run_row({**base, "kind": "bare", "n": args.events}, workdir)
+                say(f"{preset}: P = {entry['rows']['bare']['rate']:,.0f} events/s")
+            if "riverbed" in rows or "latency" in rows or "recovery" in rows:
+                say(f"{preset}: riverbed end to end on {args.events:,} events + labels already in Kafka")
+                own = {**topics, "predictions": f"{topics['events']}-rb-{preset}-predictions",
+                       "deadletter": f"{topics['events']}-rb-{preset}-deadletter"}
+                create(bootstrap, own)
+                sections = riverbed_sections(bootstrap, own, workdir / f"state-{preset}", preset)
+                entry["rows"]["riverbed"] = run_row(
+                    {"kind": "riverbed", "config": sections, "target": 2 * args.events}, workdir)
+                r = entry["rows"]["riverbed"]
+                say(f"{preset}: riverbed {r['rate']:,.0f} events/s, {r['checkpoints']} checkpoints "
+                    f"({r['checkpoint_duty']:.1%} of the time)")
+            if "lean" in rows:
+                say(f"{preset}: riverbed with the lean config on the same {args.events:,} events")
+                own = {**topics, "predictions": f"{topics['events']}-lean-{preset}-predictions",
+                       "deadletter": f"{topics['events']}-lean-{preset}-deadletter"}
+                create(bootstrap, own)
+                sections = riverbed_sections(bootstrap, own, workdir / f"state-lean-{preset}", preset,
+                                             model=LEAN["model"], drift=LEAN["drift"])
+                entry["rows"]["lean"] = run_row(
+                    {"kind": "riverbed", "config": sections, "target": 2 * args.events}, workdir)
+                say(f"{preset}: riverbed lean {entry['rows']['lean']['rate']:,.0f} events/s")
+            if "faust" in rows:
+                say(f"{preset}: faust-streaming agents on {n_faust:,} events")
+                own = {**topics, "predictions": f"{topics['events']}-faust-{preset}-predictions"}
+                create(bootstrap, {"predictions": own["predictions"]})
+                try:
+                    entry["rows"]["faust"] = run_row(
+                        {**base, "kind": "faust", "n": n_faust, "bootstrap": bootstrap, "topics": own,
+                         "app_id": f"bench-faust-{uuid.uuid4().hex[:6]}"}, workdir, timeout=600)
+                    say(f"{preset}: faust {entry['rows']['faust']['rate']:,.0f} events/s")
+                except Exception as exc:  # a comparator failing must not lose the other rows
+                    say(f"{preset}: faust row failed: {exc}")
+                    entry.setdefault("errors", []).append(f"faust: {exc}")
+            if "naive" in rows:
+                say(f"{preset}: naive kafka-python loop on {n_naive:,} events")
+                own = {**topics, "predictions": f"{topics['events']}-naive-{preset}-predictions"}
+                create(bootstrap, {"predictions": own["predictions"]})
+                try:
+                    entry["rows"]["naive"] = run_row(
+                        {**base, "kind": "naive", "n": n_naive, "bootstrap": bootstrap, "topics": own,
+                         "app_id": f"bench-naive-{uuid.uuid4().hex[:6]}"}, workdir, timeout=600)
+                    say(f"{preset}: naive {entry['rows']['naive']['rate']:,.0f} events/s")
+                except Exception as exc:
+                    say(f"{preset}: naive row failed: {exc}")
+                    entry.setdefault("errors", []).append(f"naive: {exc}")
+            rate = entry["rows"].get("riverbed", {}).get("rate")
+            if "latency" in rows and rate:
+                entry["latency"] = []
+                for load in [float(x) for x in args.loads.split(",") if x.strip()]:
+                    say(f"{preset}: latency at {load:.0%} of {rate:,.0f} events/s for {args.latency_seconds:g} s")
+                    try:
+                        lat = measure_latency(ctx, preset, rate, load)
+                    except Exception as exc:  # one failed measurement must not lose the others
+                        say(f"{preset}: latency run failed: {exc}")
+                        entry.setdefault("errors", []).append(f"latency {load}: {exc}")
+                        continue
+                    entry["latency"].append(lat)
+                    say(f"{preset}: latency p50/p99/p99.9 = "
+                        + "/".join(f"{lat['latency'].get(k, float('nan')) * 1000:.1f}" for k in ("p50", "p99", "p999"))
+                        + f" ms at {lat['offered_rate']:,.0f} events/s")
+            if "recovery" in rows and rate:
+                say(f"{preset}: recovery after kill -9")
+                try:
+                    entry["recovery"] = measure_recovery(ctx, preset, topics, rate)
+                except Exception as exc:
+                    say(f"{preset}: recovery measurement failed: {exc}")
+                    entry.setdefault("errors", []).append(f"recovery: {exc}")
+            if "recovery" in entry:
+                say(f"{preset}: first new prediction {entry['recovery']['seconds']:.2f} s after the restart")
+            derive(entry, preset)
+    finally:
+        if broker is not None:
+            say("stopping the benchmark's broker")
+            broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results["machine"]["load_avg_1m_at_end"] = os.getloadavg()[0]
+    return results
+
+
+def derive(entry: dict, preset: str) -> None:
+    """η, overhead, ratio to riverbed, and the targets, from the rows of one model."""
+    rows = entry["rows"]
+    p = rows.get("bare", {}).get("rate")
+    rb = rows.get("riverbed", {}).get("rate")
+    for row in rows.values():
+        rate = row["rate"]
+        row["eta"] = rate / p if p else None
+        row["overhead_us"] = (1 / rate - 1 / p) * 1e6 if p else None
+        row["ratio_to_riverbed"] = rate / rb if rb else None
+    targets = {}
+    if p and rb:
+        targets[f"eta >= {TARGET_ETA.get(preset, 0.6)}"] = rows["riverbed"]["eta"] >= TARGET_ETA.get(preset, 0.6)
+    if rb and "faust" in rows:
+        targets["riverbed >= 5x faust"] = rb >= 5 * rows["faust"]["rate"]
+    if rb and "naive" in rows:
+        targets["riverbed >= 3x naive"] = rb >= 3 * rows["naive"]["rate"]
+    half = [x for x in entry.get("latency", []) if abs(x["load"] - 0.5) < 1e-9]
+    if half and half[0]["latency"].get("p99") is not None:
+        targets["p99 <= 10 ms at 50% load"] = half[0]["latency"]["p99"] <= 0.010
+    if "riverbed" in rows:
+        targets["checkpoint duty <= 2%"] = rows["riverbed"]["checkpoint_duty"] <= 0.02
+    if "recovery" in entry:
+        targets["recovery <= 3 s"] = entry["recovery"]["seconds"] <= 3.0
+    entry["targets"] = targets
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _fmt(value, spec: str, none: str = "–") -> str:
+    return none if value is None else format(value, spec)
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    w = results["workload"]
+    lines = [
+        f"Workload: `{w['dataset']}`, {w['events']:,} events (naive loop: {w['naive_events']:,}, faust: "
+        f"{w['faust_events']:,}), one label per "
+        f"event, label delay 100. Machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gb']} GB RAM, Python {m['python']}.",
+        "",
+        "| model | row | events/s | η = rate/P | overhead µs/event | × riverbed | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for preset, entry in results["models"].items():
+        for key in ("bare", "riverbed", "lean", "faust", "naive"):
+            row = entry["rows"].get(key)
+            if row is None:
+                continue
+            lines.append(
+                f"| {preset} | {ROW_TITLES[key]} | {row['rate']:,.0f} | {_fmt(row.get('eta'), '.2f')} | "
+                f"{_fmt(row.get('overhead_us'), '.1f')} | {_fmt(row.get('ratio_to_riverbed'), '.2f')} | "
+                f"{row['peak_rss_bytes'] / 2**20:.0f} |"
+            )
+    lines += ["", "riverbed only:", "",
+              "| model | load | offered events/s | latency p50 / p99 / p99.9 ms | label freshness p50 / p99 ms |",
+              "|---|---:|---:|---|---|"]
+    for preset, entry in results["models"].items():
+        for lat in entry.get("latency", []):
+            q = lat["latency"]
+            f = lat.get("freshness") or {}
+            lines.append(
+                f"| {preset} | {lat['load']:.0%} | {lat['offered_rate']:,.0f} | "
+                f"{q.get('p50', 0) * 1e3:.1f} / {q.get('p99', 0) * 1e3:.1f} / {q.get('p999', 0) * 1e3:.1f} | "
+                f"{_fmt(f.get('p50') and f['p50'] * 1e3, '.1f')} / {_fmt(f.get('p99') and f['p99'] * 1e3, '.1f')} |"
+            )
+    lines += ["", "| model | checkpoints (duty cycle) | recovery after kill -9 | targets |", "|---|---|---|---|"]
+    for preset, entry in results["models"].items():
+        rb = entry["rows"].get("riverbed")
+        ck = (f"{rb['checkpoints']} in {rb['seconds']:.1f} s, {rb['checkpoint_seconds'] * 1e3:.0f} ms "
+              f"({rb['checkpoint_duty']:.2%})") if rb else "–"
+        rec = entry.get("recovery")
+        rc = (f"{rec['seconds']:.2f} s (checkpoint covered {rec['events_in_checkpoint_at_kill']:,} events)"
+              if rec else "–")
+        targets = ", ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in entry.get("targets", {}).items())
+        lines.append(f"| {preset} | {ck} | {rc} | {targets or '–'} |")
+    for preset, entry in results["models"].items():
+        for error in entry.get("errors", []):
+            lines.append(f"\n{preset}: measurement failed: {error}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    say(f"riverbed benchmark: {args.events:,} events per row, models {args.models}, rows {args.rows}")
+    results = run(args)
+    table = markdown(results)
+    results["markdown"] = table
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(table)
+    say(f"wrote {args.out}")
+    return 0

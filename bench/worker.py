@@ -1,0 +1,399 @@
+"""One benchmark row in its own process: ``python -m bench.worker SPEC_JSON``.
+
+Every row runs in a fresh interpreter so that its peak RSS is its own and no row warms a cache
+for another. ``SPEC_JSON`` names the row (``kind``) and its parameters; the result is written as
+JSON to ``spec["out"]``. Progress goes to stderr.
+
+Rows
+----
+``bare``
+    The limit P (:func:`bench.workload.bare_river_rate`).
+``riverbed``
+    :class:`stream.processor.Processor` on topics already filled with the workload: the clock
+    starts when the first fetched records reach the merge and stops when the final checkpoint
+    has flushed the producer, i.e. when Kafka has acknowledged the last prediction. Periodic
+    checkpoints happen inside that window.
+``riverbed_live``
+    The same processor on live topics fed by the ``producer`` row; records label freshness
+    (wall time of the learn minus the label's create time).
+``faust``
+    A straightforward faust-streaming pipeline (see :func:`run_faust`).
+``naive``
+    A newcomer's kafka-python loop (see :func:`run_naive`).
+``producer``
+    A rate-limited aiokafka producer of the workload's events and labels, each message stamped
+    with its wall-clock create time in ``ts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import sys
+import time
+
+import msgpack
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _say(message: str) -> None:
+    print(f"    {message}", file=sys.stderr, flush=True)
+
+
+def _config(spec: dict):
+    from stream.config import load_config
+
+    return load_config(None, env={}).replace(**spec["config"])
+
+
+def _workload(spec: dict):
+    from bench.workload import Workload
+
+    return Workload(spec["dataset"], spec["n"])
+
+
+# -- the limit P -----------------------------------------------------------------------------
+
+
+def run_bare(spec: dict) -> dict:
+    from bench.workload import bare_river_rate
+
+    return bare_river_rate(_workload(spec), spec["preset"])
+
+
+# -- riverbed ----------------------------------------------------------------------------------
+
+
+def _measured_processor_class():
+    from stream.processor import Processor
+
+    class MeasuredProcessor(Processor):
+        """The real processor, plus clocks: first record in, last prediction acknowledged."""
+
+        def __init__(self, *args, target: int, record_freshness: bool = False, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.target = target
+            self.t_first: float | None = None
+            self.t_done: float | None = None
+            self.t_acked: float | None = None
+            self.ready = False
+            self.freshness: list[float] = []
+            self._record_freshness = record_freshness
+
+        def _process(self, items):
+            if not self.ready and self._record_freshness:
+                self.ready = True
+                print("READY", file=sys.stderr, flush=True)
+            if self.t_first is None and self.merge.buffered():
+                self.t_first = time.perf_counter()
+            n = super()._process(items)
+            if self.t_done is None and self.counts["events"] + self.counts["labels"] >= self.target:
+                self.t_done = time.perf_counter()
+                self.stop()
+            return n
+
+        def _on_label(self, label, ts):
+            super()._on_label(label, ts)
+            if self._record_freshness:
+                self.freshness.append(time.time() - ts)
+
+        async def checkpoint(self):
+            await super().checkpoint()
+            self.t_acked = time.perf_counter()
+
+    return MeasuredProcessor
+
+
+def run_riverbed(spec: dict, live: bool = False) -> dict:
+    from prometheus_client import CollectorRegistry
+
+    cfg = _config(spec)
+    registry = CollectorRegistry()
+    processor = _measured_processor_class()(
+        cfg, registry=registry, serve_metrics=False, target=spec["target"], record_freshness=live
+    )
+    summary = asyncio.run(processor.run())
+    seconds = processor.t_acked - processor.t_first
+    ckpt_sum = registry.get_sample_value("riverbed_checkpoint_duration_seconds_sum") or 0.0
+    ckpt_count = registry.get_sample_value("riverbed_checkpoint_duration_seconds_count") or 0.0
+    result = {
+        "events": summary.counts["events"],
+        "labels": summary.counts["labels"],
+        "joined": summary.counts["joined"],
+        "seconds": seconds,
+        "rate": summary.counts["events"] / seconds,
+        "checkpoints": int(ckpt_count),
+        "checkpoint_seconds": ckpt_sum,
+        "checkpoint_duty": ckpt_sum / seconds,
+        "checkpoint_bytes": registry.get_sample_value("riverbed_checkpoint_size_bytes"),
+        "outside_window_seconds": summary.seconds - seconds,  # start-up (connect, restore) and shutdown
+    }
+    if live:
+        fresh = sorted(processor.freshness)
+        result["freshness"] = _percentiles(fresh)
+    return result
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    values = sorted(values)
+
+    def q(p: float) -> float:
+        return values[min(len(values) - 1, int(p * len(values)))]
+
+    return {"n": len(values), "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": values[-1]}
+
+
+# -- faust-streaming ---------------------------------------------------------------------------
+
+
+def run_faust(spec: dict) -> dict:
+    """The pipeline as a Faust user writes it: two agents, a table for the join.
+
+    - agent on ``events``: decode, predict, send the prediction; keep ``x`` in the ``features``
+      table (changelogged, as Faust tables are) until the label comes;
+    - agent on ``labels``: pop ``x`` from the table and ``learn_one``.
+
+    Faust does not merge the two topics by time, and with both topics already full the label
+    agent can run ahead of the event agent; a label whose event has not been seen yet waits in
+    an ``early`` table and is learned right after its event is predicted. So every label is
+    learned once, as in riverbed.
+    """
+    import faust
+    from learners import build_model
+
+    target_events, target_labels = spec["n"], spec["n"]
+    model = build_model(spec["preset"], "binary")
+    app = faust.App(
+        spec["app_id"],
+        broker=f"kafka://{spec['bootstrap']}",
+        store="memory://",
+        topic_partitions=1,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        key_serializer="json",
+        value_serializer="json",
+    )
+    events = app.topic(spec["topics"]["events"], key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    labels = app.topic(spec["topics"]["labels"], key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    predictions = app.topic(spec["topics"]["predictions"], key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw")
+    features = app.Table("features", default=None, partitions=1)
+    early = app.Table("early", default=None, partitions=1)
+    state = {"events": 0, "labels": 0, "joined": 0, "early": 0, "t_first": None, "done": False}
+    out = spec["out"]
+
+    def learn(x, y):
+        model.learn_one(x, y)
+        state["joined"] += 1
+
+    async def maybe_finish():
+        if state["done"] or state["events"] < target_events or state["labels"] < target_labels:
+            return
+        state["done"] = True
+        await app.producer.flush()
+        t_acked = time.perf_counter()
+        seconds = t_acked - state["t_first"]
+        _write(out, {
+            "events": state["events"], "labels": state["labels"], "joined": state["joined"],
+            "early_labels": state["early"], "seconds": seconds, "rate": state["events"] / seconds, "peak_rss_bytes": _peak_rss_bytes(),
+        })
+        os.kill(os.getpid(), 15)  # the Faust worker shuts down on SIGTERM
+
+    @app.agent(events)
+    async def on_events(stream):
+        async for key, value in stream.items():
+            if state["t_first"] is None:
+                state["t_first"] = time.perf_counter()
+            event = msgpack.unpackb(value, raw=False)
+            x = event["x"]
+            proba = model.predict_proba_one(x)
+            y_pred = max(proba, key=proba.get) if proba else None
+            await predictions.send(key=key, value=msgpack.packb(
+                {"id": event["id"], "y_pred": y_pred, "proba": proba, "model": spec["preset"], "ts": event.get("ts")}
+            ))
+            y = early.get(event["id"])
+            if y is None:
+                features[event["id"]] = x
+            else:
+                del early[event["id"]]
+                learn(x, y)
+            state["events"] += 1
+            await maybe_finish()
+
+    @app.agent(labels)
+    async def on_labels(stream):
+        async for key, value in stream.items():
+            if state["t_first"] is None:
+                state["t_first"] = time.perf_counter()
+            label = msgpack.unpackb(value, raw=False)
+            x = features.get(label["id"])
+            if x is None:
+                early[label["id"]] = label["y"]
+                state["early"] += 1
+            else:
+                del features[label["id"]]
+                learn(x, label["y"])
+            state["labels"] += 1
+            await maybe_finish()
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        pass
+    return None  # written by maybe_finish()
+
+
+# -- a newcomer's kafka-python loop ------------------------------------------------------------
+
+
+def run_naive(spec: dict) -> dict:
+    """Poll, predict, send per message; labels joined through a dict (and an early-label dict)."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from learners import build_model
+
+    model = build_model(spec["preset"], "binary")
+    topics = spec["topics"]
+    consumer = KafkaConsumer(
+        topics["events"], topics["labels"],
+        bootstrap_servers=spec["bootstrap"], group_id=spec["app_id"], auto_offset_reset="earliest",
+    )
+    producer = KafkaProducer(bootstrap_servers=spec["bootstrap"])
+    pending: dict = {}
+    early: dict = {}
+    events = labels = joined = n_early = 0
+    target = spec["n"]
+    t_first = None
+    for message in consumer:
+        if t_first is None:
+            t_first = time.perf_counter()
+        value = msgpack.unpackb(message.value, raw=False)
+        if message.topic == topics["events"]:
+            x = value["x"]
+            proba = model.predict_proba_one(x)
+            y_pred = max(proba, key=proba.get) if proba else None
+            producer.send(topics["predictions"], key=message.key, value=msgpack.packb(
+                {"id": value["id"], "y_pred": y_pred, "proba": proba, "model": spec["preset"], "ts": value.get("ts")}
+            ))
+            y = early.pop(value["id"], None)
+            if y is None:
+                pending[value["id"]] = x
+            else:
+                model.learn_one(x, y)
+                joined += 1
+            events += 1
+        else:
+            x = pending.pop(value["id"], None)
+            if x is None:
+                early[value["id"]] = value["y"]
+                n_early += 1
+            else:
+                model.learn_one(x, value["y"])
+                joined += 1
+            labels += 1
+        if events >= target and labels >= target:
+            break
+    producer.flush()
+    seconds = time.perf_counter() - t_first
+    consumer.close()
+    producer.close()
+    return {"events": events, "labels": labels, "joined": joined, "early_labels": n_early, "seconds": seconds,
+            "rate": events / seconds}
+
+
+# -- the rate-limited producer -----------------------------------------------------------------
+
+
+async def _produce_at_rate(spec: dict) -> dict:
+    from aiokafka import AIOKafkaProducer
+
+    topics = spec["topics"]
+    rate = spec["rate"]
+    n = spec["n"]
+    delay = spec.get("label_delay", 100)
+    rows = list(_workload(spec).records(id_prefix=spec.get("id_prefix", "live")))
+    events = [r for r in rows if r.kind == "event"]
+    ys = {r.id: r.value["y"] for r in rows if r.kind == "label"}
+    producer = AIOKafkaProducer(bootstrap_servers=spec["bootstrap"], acks="all", linger_ms=0)
+    await producer.start()
+    pack = msgpack.Packer(use_bin_type=True).pack
+    sent = 0
+    labelled = 0
+    started = time.perf_counter()
+
+    async def send_label(i):
+        event_id = events[i].id
+        await producer.send(topics["labels"], key=event_id.encode(),
+                            value=pack({"id": event_id, "y": ys[event_id], "ts": time.time()}))
+
+    try:
+        while sent < n:
+            due = min(n, int((time.perf_counter() - started) * rate) + 1)
+            if due <= sent:
+                await asyncio.sleep(min(0.0005, (sent + 1) / rate - (time.perf_counter() - started)))
+                continue
+            while sent < due:
+                while labelled + delay <= sent:  # label i just before event i + delay
+                    await send_label(labelled)
+                    labelled += 1
+                event = events[sent]
+                await producer.send(topics["events"], key=event.id.encode(),
+                                    value=pack({"id": event.id, "x": event.value["x"], "ts": time.time()}))
+                sent += 1
+        while labelled < n:
+            await send_label(labelled)
+            labelled += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    seconds = time.perf_counter() - started
+    return {"events": sent, "labels": labelled, "seconds": seconds, "rate": sent / seconds}
+
+
+def run_producer(spec: dict) -> dict:
+    return asyncio.run(_produce_at_rate(spec))
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+ROWS = {
+    "bare": run_bare,
+    "riverbed": run_riverbed,
+    "riverbed_live": lambda spec: run_riverbed(spec, live=True),
+    "faust": run_faust,
+    "naive": run_naive,
+    "producer": run_producer,
+}
+
+
+def _write(path: str, result: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="    %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("stream.processor").setLevel(logging.ERROR)  # drift alerts would drown the progress
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)  # first join on a new broker
+    logging.getLogger("kafka.coordinator.assignors").setLevel(logging.ERROR)
+    spec = json.loads(argv[0])
+    result = ROWS[spec["kind"]](spec)
+    if result is not None:
+        result["peak_rss_bytes"] = _peak_rss_bytes()
+        _write(spec["out"], result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

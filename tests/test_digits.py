@@ -1,0 +1,58 @@
+"""Acceptance: the digits scenario (examples/digits) on the real broker, with fixed seeds.
+
+A multiclass model serves 1,797 PNG digits over 10 simulated days and learns from 20 labels a
+day; the labels it asks for (margin sampling) make it more accurate over the last third of the
+stream than 20 random labels a day, every image gets a prediction, and the checkpoint stays small.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("sklearn", reason="the digits example needs the 'examples' extra")
+pytest.importorskip("PIL", reason="the digits example needs the 'examples' extra")
+pytest.importorskip("matplotlib", reason="the digits example needs the 'examples' extra")
+
+from examples.digits.run import format_table, plot, run  # noqa: E402
+
+pytestmark = pytest.mark.broker
+
+BUDGET = 20
+DAYS = 10
+
+
+def test_requested_labels_beat_random_labels_at_the_same_budget(test_config, broker_bootstrap, tmp_path):
+    results, batch = run(test_config, broker_bootstrap, days=DAYS, budget=BUDGET, seed=7,
+                         workdir=tmp_path, log=lambda message: None)
+    table = format_table(results, BUDGET, batch)
+    print("\n" + table)
+    by_name = {r.name: r for r in results}
+    requested, random_, everything = by_name["requested"], by_name["random"], by_name["all"]
+
+    # The acceptance claim, with fixed seeds: asking beats chance at the same budget.
+    assert requested.last_third_accuracy > random_.last_third_accuracy, table
+    assert everything.last_third_accuracy > requested.last_third_accuracy > 0.8, table
+
+    for r in results:
+        n = len(r.correct)
+        assert n == 1797
+        assert r.counts["predicted"] == r.counts["predictions"] == n  # every image got a prediction
+        assert r.counts["invalid"] == 0
+        assert r.versions == sorted(r.versions) and r.versions[-1] > 0  # served by a learning model
+        assert r.checkpoint_bytes > 0
+    # Within the budget, every day; all of it used after the first day.
+    for r in (requested, random_):
+        assert max(r.requests_per_day) <= BUDGET and min(r.requests_per_day[1:]) == BUDGET, r.requests_per_day
+        assert r.labels_used == sum(r.requests_per_day)
+    assert everything.labels_used == 1797
+    # Served while learning: each day's predictions come from a model that learned more labels.
+    first_version_of_day = {d: v for d, v in reversed(list(zip(requested.day_of, requested.versions)))}
+    assert [first_version_of_day[d] for d in range(DAYS)] == [BUDGET * d for d in range(DAYS)]
+
+    # The checkpoint is reported, and is small next to a pickled batch model of the same data.
+    print({r.name: r.checkpoint_bytes for r in results}, batch)
+    assert requested.checkpoint_bytes < 200 * 1024
+    assert requested.checkpoint_bytes < min(batch.values())
+
+    out = plot(results, tmp_path / "digits.png", BUDGET)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
