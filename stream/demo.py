@@ -84,5 +84,5 @@ def run_demo(cfg: Config, *, dataset: str, label_delay: int, limit: int | None) 
         verdict = "equal" if abs(value - reference) <= 1e-12 else "DIFFERENT"
         print(f"  {name:<10} {value:>12.6f} {reference:>28.6f}   {verdict}")
     print()
-    print(f"Look at the predictions: riverbed --config ... tail --topic {t.predictions} --limit 5")
+    print(f"Look at the predictions: riverbed tail --topic {t.predictions} --limit 5")
     return 0
