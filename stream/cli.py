@@ -33,31 +33,32 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see `{self.prog} --help`)")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
+def _non_negative(convert, noun: str):
+    """An argparse type: ``convert(text)``, refused with a clear message when not >= 0."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+        return value
+
+    return parse
+
+
+_non_negative_float = _non_negative(float, "a number")
+_count = _non_negative(int, "a whole number")
 
 
 def _fraction(text: str) -> float:
-    value = _positive_float(text)
+    value = _non_negative_float(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="predict events, join labels, learn and checkpoint until stopped")
     run.add_argument(
-        "--exit-when-idle", type=_positive_float, metavar="SECONDS",
+        "--exit-when-idle", type=_non_negative_float, metavar="SECONDS",
         help="once caught up and idle for SECONDS, checkpoint and exit 0",
     )
 
@@ -105,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--seed", type=int, default=42, help="seed for synthetic data and label sampling")
     produce.add_argument("--drift-at", type=_count, metavar="N", help="sea_drift, sea_shift: event index of the change")
     produce.add_argument("--format", choices=("msgpack", "json"), default="msgpack", help="message encoding")
-    produce.add_argument("--start-ts", type=_positive_float, metavar="EPOCH_S",
+    produce.add_argument("--start-ts", type=_non_negative_float, metavar="EPOCH_S",
                          help="event time of the first event (default: now, whole seconds)")
-    produce.add_argument("--interval-s", type=_positive_float, default=1.0, metavar="S",
+    produce.add_argument("--interval-s", type=_non_negative_float, default=1.0, metavar="S",
                          help="event time between consecutive events")
     produce.add_argument("--id-prefix", metavar="P", help="event ids are P-0, P-1, … (default: the dataset name)")
     produce.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--topic", help="topic name (default: [topics] predictions)")
     tail.add_argument("--limit", type=_count, metavar="N", help="stop after N messages")
     tail.add_argument("--from-end", action="store_true", help="only messages that arrive from now on")
-    tail.add_argument("--idle-timeout", type=_positive_float, default=2.0, metavar="S",
+    tail.add_argument("--idle-timeout", type=_non_negative_float, default=2.0, metavar="S",
                       help="stop when nothing arrives for S seconds (0: follow forever)")
 
     status = sub.add_parser("status", help="model, metrics, counts and offsets of the latest checkpoint")
@@ -134,14 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     oracle.add_argument("--drift-at", type=_count, metavar="N", help="as given to produce (sea_drift)")
     oracle.add_argument("--id-prefix", metavar="P", help="as given to produce (default: the dataset name)")
     oracle_delay = oracle.add_mutually_exclusive_group()
-    oracle_delay.add_argument("--delay-s", type=_positive_float, metavar="S",
+    oracle_delay.add_argument("--delay-s", type=_non_negative_float, metavar="S",
                               help="answer S seconds of event time after the request (default 0)")
     oracle_delay.add_argument("--delay-events", type=_count, metavar="N",
                               help="answer just before the N-th further event (events --interval-s apart)")
-    oracle.add_argument("--interval-s", type=_positive_float, default=1.0, metavar="S",
+    oracle.add_argument("--interval-s", type=_non_negative_float, default=1.0, metavar="S",
                         help="event time between consecutive events, as given to produce (for --delay-events)")
     oracle.add_argument("--format", choices=("msgpack", "json"), default="msgpack", help="label encoding")
-    oracle.add_argument("--exit-when-idle", type=_positive_float, metavar="S",
+    oracle.add_argument("--exit-when-idle", type=_non_negative_float, metavar="S",
                         help="exit once no request arrived for S seconds (default: run until interrupted)")
 
     demo = sub.add_parser("demo", help="the embedded default end to end, with a readable report")
