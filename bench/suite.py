@@ -10,10 +10,10 @@ What is measured (all rows, same broker, same data, same run):
 - **η** = rate / P, **overhead** = 1/rate − 1/P in µs per event (one event + its label).
 - **latency** (riverbed): the prediction record's Kafka timestamp minus the event's create time.
   The producer stamps ``ts = time.time()`` into each event just before handing it to its
-  client; riverbed copies the event time into the prediction's ``ts``; aiokafka stamps the
-  prediction record (CreateTime, milliseconds) when riverbed appends it to its output batch.
-  So latency covers producer client → broker → riverbed fetch → merge → predict, at 1 ms
-  resolution; it does not include the prediction's own trip to the broker.
+  client; riverbed copies the event time into the prediction's ``ts``; the live predictions
+  topic is created with ``message.timestamp.type=LogAppendTime``, so the broker stamps each
+  prediction (milliseconds) when it appends it to the log. So latency covers producer client →
+  broker → riverbed fetch → merge → predict → output batch → broker, at 1 ms resolution.
 - **label freshness** (riverbed): wall time when ``learn_one`` returned minus the label's
   create time (``ts`` stamped by the producer).
 - **checkpoint duty**: sum of ``riverbed_checkpoint_duration_seconds`` (producer flush + model
@@ -160,6 +160,17 @@ def create(bootstrap: str, topics: dict) -> None:
     create_topics(bootstrap, list(topics.values()), 1)
 
 
+def create_log_append_time_topic(bootstrap: str, name: str) -> None:
+    """A topic whose records the broker stamps with the time it appended them (LogAppendTime)."""
+    from kafka.admin import NewTopic
+
+    from stream.topics import admin_client
+
+    with admin_client(bootstrap) as admin:
+        admin.create_topics([NewTopic(name, 1, 1, topic_configs={"message.timestamp.type": "LogAppendTime"})])
+    create(bootstrap, {"predictions": name})  # waits until it is usable
+
+
 def end_offset(bootstrap: str, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -212,6 +223,7 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float) -> dict:
     target_rate = max(1.0, load * rate)
     n = max(200, int(target_rate * ctx["latency_seconds"]))
     topics = topic_names(f"live-{preset}-{int(load * 100)}-{uuid.uuid4().hex[:6]}")
+    create_log_append_time_topic(bootstrap, topics["predictions"])
     create(bootstrap, topics)
     sections = riverbed_sections(bootstrap, topics, workdir / f"state-{topics['events']}", preset)
     out = workdir / f"live-{uuid.uuid4().hex[:8]}.json"
@@ -233,7 +245,10 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float) -> dict:
     result = json.loads(out.read_text())
     records = read_records(bootstrap, topics["predictions"], expected=n)
     warmup = int(0.1 * len(records))  # the first 10% (connection warm-up, first batches) are left out
-    latencies = [r.timestamp / 1000.0 - msgpack.unpackb(r.value, raw=False, strict_map_key=False)["ts"] for r in records[warmup:]]
+    if records and records[0].timestamp_type != 1:
+        raise RuntimeError("the live predictions topic does not use LogAppendTime")
+    latencies = [r.timestamp / 1000.0 - msgpack.unpackb(r.value, raw=False, strict_map_key=False)["ts"]
+                 for r in records[warmup:]]
     return {
         "load": load,
         "target_rate": target_rate,

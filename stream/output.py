@@ -9,8 +9,8 @@ The processing loop never waits for Kafka here (except for backpressure, see
 :data:`MAX_QUEUED_BATCHES`). aiokafka's ``send_batch`` waits until the partition's previous batch
 has been sent, and its sender sends nothing more to a broker that still has a request in flight,
 so handing a batch to it from the loop made the loop wait for an ``acks=all`` round trip on
-every iteration (measured with ``make bench``: live latency p50 10–25 ms and p99 0.24–1.1 s at
-4,000 events/s; 4.3 ms and 49 ms without the wait). Instead one small sender task per partition
+every iteration (measured, logreg at 4,000 events/s live: latency p50 10–25 ms and p99 0.24–1.1 s;
+1.0–1.9 ms and 28–70 ms with the senders below). Instead one small sender task per partition
 sends, in order, whatever has accumulated and waits for its acknowledgement; meanwhile the next
 batch keeps filling. So there is one batch in flight per partition, a prediction waits at most
 about one produce round trip before it is sent, and batches grow with the load.
@@ -132,6 +132,9 @@ class BatchedOutput:
                         slot.open = None
                     future = None
                     for batch in batches:
+                        # Closed, a batch is ready at once; an open one would wait for the
+                        # producer's linger_ms first (aiokafka MessageBatch.remaining_linger).
+                        batch.close()
                         future = await producer.send_batch(batch, slot.topic, partition=slot.partition)
                         self._in_flight.append(future)
                     if future is not None:
