@@ -40,6 +40,8 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
+from bench.worker import percentiles
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
 ALL_ROWS = ("bare", "riverbed", "lean", "faust", "naive", "latency", "recovery")
@@ -201,15 +203,19 @@ def read_records(bootstrap: str, topic: str, start: int = 0, expected: int | Non
         consumer.close()
 
 
-def percentiles(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    values = sorted(values)
-
-    def q(p: float) -> float:
-        return values[min(len(values) - 1, int(p * len(values)))]
-
-    return {"n": len(values), "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": values[-1]}
+def run_comparator(entry: dict, base: dict, kind: str, n: int, bootstrap: str, topics: dict, workdir) -> None:
+    """One peer-implementation row (``faust`` or ``naive``); its failure must not lose the other rows."""
+    preset = base["preset"]
+    own = {**topics, "predictions": f"{topics['events']}-{kind}-{preset}-predictions"}
+    create(bootstrap, {"predictions": own["predictions"]})
+    try:
+        entry["rows"][kind] = run_row(
+            {**base, "kind": kind, "n": n, "bootstrap": bootstrap, "topics": own,
+             "app_id": f"bench-{kind}-{uuid.uuid4().hex[:6]}"}, workdir, timeout=600)
+        say(f"{preset}: {kind} {entry['rows'][kind]['rate']:,.0f} events/s")
+    except Exception as exc:
+        say(f"{preset}: {kind} row failed: {exc}")
+        entry.setdefault("errors", []).append(f"{kind}: {exc}")
 
 
 # -- measurements ------------------------------------------------------------------------------
@@ -433,30 +439,11 @@ def run(args: argparse.Namespace) -> dict:
                 entry["rows"]["lean"] = run_row(
                     {"kind": "riverbed", "config": sections, "target": 2 * args.events}, workdir)
                 say(f"{preset}: riverbed lean {entry['rows']['lean']['rate']:,.0f} events/s")
-            if "faust" in rows:
-                say(f"{preset}: faust-streaming agents on {n_faust:,} events")
-                own = {**topics, "predictions": f"{topics['events']}-faust-{preset}-predictions"}
-                create(bootstrap, {"predictions": own["predictions"]})
-                try:
-                    entry["rows"]["faust"] = run_row(
-                        {**base, "kind": "faust", "n": n_faust, "bootstrap": bootstrap, "topics": own,
-                         "app_id": f"bench-faust-{uuid.uuid4().hex[:6]}"}, workdir, timeout=600)
-                    say(f"{preset}: faust {entry['rows']['faust']['rate']:,.0f} events/s")
-                except Exception as exc:  # a comparator failing must not lose the other rows
-                    say(f"{preset}: faust row failed: {exc}")
-                    entry.setdefault("errors", []).append(f"faust: {exc}")
-            if "naive" in rows:
-                say(f"{preset}: naive kafka-python loop on {n_naive:,} events")
-                own = {**topics, "predictions": f"{topics['events']}-naive-{preset}-predictions"}
-                create(bootstrap, {"predictions": own["predictions"]})
-                try:
-                    entry["rows"]["naive"] = run_row(
-                        {**base, "kind": "naive", "n": n_naive, "bootstrap": bootstrap, "topics": own,
-                         "app_id": f"bench-naive-{uuid.uuid4().hex[:6]}"}, workdir, timeout=600)
-                    say(f"{preset}: naive {entry['rows']['naive']['rate']:,.0f} events/s")
-                except Exception as exc:
-                    say(f"{preset}: naive row failed: {exc}")
-                    entry.setdefault("errors", []).append(f"naive: {exc}")
+            for kind, n_kind, label in (("faust", n_faust, "faust-streaming agents"),
+                                        ("naive", n_naive, "naive kafka-python loop")):
+                if kind in rows:
+                    say(f"{preset}: {label} on {n_kind:,} events")
+                    run_comparator(entry, base, kind, n_kind, bootstrap, topics, workdir)
             rate = entry["rows"].get("riverbed", {}).get("rate")
             if "latency" in rows and rate:
                 entry["latency"] = []

@@ -136,11 +136,11 @@ def run_riverbed(spec: dict, live: bool = False) -> dict:
     }
     if live:
         fresh = sorted(processor.freshness)
-        result["freshness"] = _percentiles(fresh)
+        result["freshness"] = percentiles(fresh)
     return result
 
 
-def _percentiles(values: list[float]) -> dict:
+def percentiles(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
     values = sorted(values)

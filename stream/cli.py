@@ -307,8 +307,8 @@ def cmd_tail(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def read_status(cfg: Config) -> dict:
-    """The status document of the newest checkpoint in ``[state] dir``."""
+def _newest_checkpoint(cfg: Config, *, with_disk_size: bool = False):
+    """The newest checkpoint in ``[state] dir`` (and the dir's size), or one clear error."""
     from pathlib import Path
 
     from state import StateStore
@@ -318,9 +318,15 @@ def read_status(cfg: Config) -> dict:
         raise RiverbedError(f"no state in {path}: run `riverbed run` first (or point [state] dir at the right place)")
     with StateStore(path, read_only=True) as store:
         ckpt = store.load()
-        if ckpt is None:
-            raise RiverbedError(f"no checkpoint in {path} yet: `riverbed run` writes one every [state] checkpoint_interval_s")
-        disk = store.disk_size_bytes()
+        disk = store.disk_size_bytes() if with_disk_size else None
+    if ckpt is None:
+        raise RiverbedError(f"no checkpoint in {path} yet: `riverbed run` writes one every [state] checkpoint_interval_s")
+    return ckpt, path, disk
+
+
+def read_status(cfg: Config) -> dict:
+    """The status document of the newest checkpoint in ``[state] dir``."""
+    ckpt, path, disk = _newest_checkpoint(cfg, with_disk_size=True)
     return status_document(ckpt.meta, checkpoint_info(ckpt, path, disk))
 
 
@@ -397,18 +403,9 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_report(cfg: Config, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from state import StateStore
     from stream.report import render_report
 
-    path = Path(cfg.state.dir)
-    if not path.exists():
-        raise RiverbedError(f"no state in {path}: run `riverbed run` first (or point [state] dir at the right place)")
-    with StateStore(path, read_only=True) as store:
-        ckpt = store.load()
-    if ckpt is None:
-        raise RiverbedError(f"no checkpoint in {path} yet: `riverbed run` writes one every [state] checkpoint_interval_s")
+    ckpt, _, _ = _newest_checkpoint(cfg)
     out = render_report(ckpt.meta, args.out, metrics=args.metric, title=args.title)
     print(f"wrote {out} ({len(ckpt.meta.get('history', {}).get('points', []))} points, checkpoint {ckpt.seq})")
     return 0

@@ -176,7 +176,7 @@ def parse_label(raw: bytes | None, max_bytes: int, regression: bool) -> Label:
     return Label(event_id, y, _check_ts(value))
 
 
-def _plain(value: Any) -> Any:
+def plain_scalar(value: Any) -> Any:
     """msgpack/JSON fallback for numpy scalars and other number-likes."""
     item = getattr(value, "item", None)
     if item is not None:
@@ -198,14 +198,14 @@ class OutputCodec:
             raise ValueError(f"unknown output codec {name!r}")
         self.name = name
         if name == "msgpack":
-            self._packer = msgpack.Packer(default=_plain, use_bin_type=True)
+            self._packer = msgpack.Packer(default=plain_scalar, use_bin_type=True)
             self.encode = self._packer.pack
         else:
             self.encode = self._encode_json
 
     @staticmethod
     def _encode_json(value: Any) -> bytes:
-        return json.dumps(_json_keys(value), separators=(",", ":"), default=_plain, allow_nan=False).encode()
+        return json.dumps(_json_keys(value), separators=(",", ":"), default=plain_scalar, allow_nan=False).encode()
 
 
 def decode_any(raw: bytes | None) -> Any:

@@ -82,13 +82,14 @@ class BatchedOutput:
         slot = self._slots.get((topic, partition))
         if slot is None:
             slot = self._slots[(topic, partition)] = _Slot(topic, partition)
+        headers = list(headers)  # the C batch builder wants a list
         batch = slot.open
         if batch is None:
             batch = slot.open = self._producer.create_batch()
-        if batch.append(timestamp=None, key=key, value=value, headers=list(headers)) is None:
+        if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
             slot.queued.append(batch)
             batch = slot.open = self._producer.create_batch()
-            if batch.append(timestamp=None, key=key, value=value, headers=list(headers)) is None:
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 raise OutputError(
                     f"a message for {topic} ({len(value or b'')} bytes) does not fit in one batch; "
                     "lower [codec] max_message_bytes or raise the producer's max_batch_size"

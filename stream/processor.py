@@ -67,7 +67,7 @@ from state import StateStore, seal, unseal
 from state.errors import StateError
 from stream import __version__
 from stream.broker import ensure_kafka
-from stream.codecs import InvalidMessage, OutputCodec, parse_event, parse_label
+from stream.codecs import InvalidMessage, OutputCodec, parse_event, parse_label, plain_scalar
 from stream.transforms import load_transform
 from stream.config import Config
 from stream.errors import RiverbedError
@@ -417,8 +417,9 @@ class Processor:
             batch = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
             waited = time.monotonic() - fetch_started
             for tp, records in batch.items():
-                decode = self._decode_event if tp.topic == events_topic else self._decode_label
-                self.merge.add((tp.topic, tp.partition), [decode(r) for r in records], caught_up=False)
+                parse = self._parse_event if tp.topic == events_topic else self._parse_label
+                decode = self._decode
+                self.merge.add((tp.topic, tp.partition), [decode(r, parse) for r in records], caught_up=False)
             for tp in self._inputs:
                 self.merge.set_caught_up((tp.topic, tp.partition), await self._caught_up(tp))
             now = time.monotonic()
@@ -456,23 +457,24 @@ class Processor:
             return False
         return await self.consumer.position(tp) >= end
 
-    def _decode_event(self, record) -> Item:
-        try:
-            event = parse_event(record.value, self.max_bytes, self.transform is not None)
-            if self.transform is not None:
-                event = event._replace(x=self.transform(event.x))
-        except InvalidMessage as exc:
-            return Item(None, record.offset, (exc, record))
-        ts = event.ts if event.ts is not None else record.timestamp / 1000.0
-        return Item(ts, record.offset, (event, record))
+    def _parse_event(self, raw: bytes | None):
+        event = parse_event(raw, self.max_bytes, self.transform is not None)
+        if self.transform is not None:
+            event = event._replace(x=self.transform(event.x))
+        return event
 
-    def _decode_label(self, record) -> Item:
+    def _parse_label(self, raw: bytes | None):
+        return parse_label(raw, self.max_bytes, self.regression)
+
+    @staticmethod
+    def _decode(record, parse) -> Item:
+        """A merge item: the parsed message at its event time, or the error (``ts`` None)."""
         try:
-            label = parse_label(record.value, self.max_bytes, self.regression)
+            message = parse(record.value)
         except InvalidMessage as exc:
             return Item(None, record.offset, (exc, record))
-        ts = label.ts if label.ts is not None else record.timestamp / 1000.0
-        return Item(ts, record.offset, (label, record))
+        ts = message.ts if message.ts is not None else record.timestamp / 1000.0
+        return Item(ts, record.offset, (message, record))
 
     def _process(self, items) -> int:
         n = 0
@@ -734,12 +736,6 @@ def build_sampler(config: Config) -> LabelRequestSampler | None:
     return LabelRequestSampler(labels.request_budget, labels.request_window_s, labels.request_strategy)
 
 
-def _plain(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    if item is not None:
-        return item()
-    raise TypeError(f"cannot store {type(value).__name__}")
-
 
 #: Packs pending entries; one reused Packer is ~1.5 µs per event cheaper than ``msgpack.packb``.
-_pack_entry = msgpack.Packer(use_bin_type=True, default=_plain).pack
+_pack_entry = msgpack.Packer(use_bin_type=True, default=plain_scalar).pack
