@@ -16,8 +16,9 @@ What is measured (all rows, same broker, same data, same run):
   broker → riverbed fetch → merge → predict → output batch → broker, at 1 ms resolution.
 - **label freshness** (riverbed): wall time when ``learn_one`` returned minus the label's
   create time (``ts`` stamped by the producer).
-- **checkpoint duty**: sum of ``riverbed_checkpoint_duration_seconds`` (producer flush + model
-  pickle + RocksDB write) over the measured wall time.
+- **checkpoint duty**: sum of ``riverbed_checkpoint_pause_seconds`` (the time checkpoints stop
+  processing: model pickle, metadata, overlay freeze; the producer flush and the synced RocksDB
+  write happen while processing goes on) over the measured wall time.
 - **recovery**: ``riverbed run`` as a subprocess on the full backlog, ``SIGKILL`` mid-way, restart;
   time from the restart (just before ``Popen``) to the Kafka timestamp of the first prediction
   record appended after the kill.
@@ -546,11 +547,11 @@ def markdown(results: dict) -> str:
                 f"{q.get('p50', 0) * 1e3:.1f} / {q.get('p99', 0) * 1e3:.1f} / {q.get('p999', 0) * 1e3:.1f} | "
                 f"{_fmt(f.get('p50') and f['p50'] * 1e3, '.1f')} / {_fmt(f.get('p99') and f['p99'] * 1e3, '.1f')} |"
             )
-    lines += ["", "| model | checkpoints (duty cycle) | recovery after kill -9 | targets |", "|---|---|---|---|"]
+    lines += ["", "| model | checkpoints (pause, duty cycle) | recovery after kill -9 | targets |", "|---|---|---|---|"]
     for preset, entry in results["models"].items():
         rb = entry["rows"].get("riverbed")
-        ck = (f"{rb['checkpoints']} in {rb['seconds']:.1f} s, {rb['checkpoint_seconds'] * 1e3:.0f} ms "
-              f"({rb['checkpoint_duty']:.2%})") if rb else "–"
+        ck = (f"{rb['checkpoints']} in {rb['seconds']:.1f} s, paused {rb['checkpoint_pause_seconds'] * 1e3:.0f} ms "
+              f"({rb['checkpoint_duty']:.2%}); {rb['checkpoint_seconds'] * 1e3:.0f} ms until durable") if rb else "–"
         rec = entry.get("recovery")
         rc = (f"{rec['seconds']:.2f} s (checkpoint covered {rec['events_in_checkpoint_at_kill']:,} events)"
               if rec else "–")

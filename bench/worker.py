@@ -103,8 +103,8 @@ def _measured_processor_class():
             if self._record_freshness:
                 self.freshness.append(time.time() - ts)
 
-        async def checkpoint(self):
-            await super().checkpoint()
+        async def checkpoint(self, wait=True):
+            await super().checkpoint(wait)
             self.t_acked = time.perf_counter()
 
     return MeasuredProcessor
@@ -122,6 +122,7 @@ def run_riverbed(spec: dict, live: bool = False) -> dict:
     seconds = processor.t_acked - processor.t_first
     ckpt_sum = registry.get_sample_value("riverbed_checkpoint_duration_seconds_sum") or 0.0
     ckpt_count = registry.get_sample_value("riverbed_checkpoint_duration_seconds_count") or 0.0
+    pause_sum = registry.get_sample_value("riverbed_checkpoint_pause_seconds_sum") or 0.0
     result = {
         "events": summary.counts["events"],
         "labels": summary.counts["labels"],
@@ -130,7 +131,8 @@ def run_riverbed(spec: dict, live: bool = False) -> dict:
         "rate": summary.counts["events"] / seconds,
         "checkpoints": int(ckpt_count),
         "checkpoint_seconds": ckpt_sum,
-        "checkpoint_duty": ckpt_sum / seconds,
+        "checkpoint_pause_seconds": pause_sum,
+        "checkpoint_duty": pause_sum / seconds,
         "checkpoint_bytes": registry.get_sample_value("riverbed_checkpoint_size_bytes"),
         "outside_window_seconds": summary.seconds - seconds,  # start-up (connect, restore) and shutdown
     }

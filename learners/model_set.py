@@ -467,20 +467,24 @@ class ModelSet:
 
     # -- reporting -----------------------------------------------------------------------------
 
-    def describe(self) -> dict:
-        """Per model: role, labels learned, canonical fingerprint, cumulative and rolling metrics."""
-        return {
-            name: {
-                "role": self.role(name),
-                "n_learned": m.n_learned,
-                "fingerprint": m.fingerprint(),
-                "metrics": m.evaluation.values(),
-                "rolling_metrics": m.evaluation.rolling_values(),
-                "task": m.task,
-                "retrains": m.retrains,
-            }
-            for name, m in self.models.items()
-        }
+    def describe(self, fingerprints: bool = True) -> dict:
+        """Per model: role, labels learned, canonical fingerprint, cumulative and rolling metrics.
+
+        ``fingerprints=False`` leaves the ``"fingerprint"`` key out: it costs a canonical pickle of
+        each model (tens of milliseconds for a large tree), so checkpoints do not store it and the
+        readers (``riverbed status``, the live ``/status``) compute it when they are asked.
+        """
+        described = {}
+        for name, m in self.models.items():
+            entry = {"role": self.role(name), "n_learned": m.n_learned}
+            if fingerprints:
+                entry["fingerprint"] = m.fingerprint()
+            entry["metrics"] = m.evaluation.values()
+            entry["rolling_metrics"] = m.evaluation.rolling_values()
+            entry["task"] = m.task
+            entry["retrains"] = m.retrains
+            described[name] = entry
+        return described
 
     def status(self) -> dict:
         """The learner part of the status document: ``serving``, ``models``, ``drift``, ``promotions``."""

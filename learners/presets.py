@@ -299,7 +299,7 @@ def build_model(spec: str, task: str) -> base.Estimator:
     >>> build_model("xgboost", "binary")
     Traceback (most recent call last):
     ...
-    learners.errors.LearnerError: unknown model preset 'xgboost'; use one of: logreg, hoeffding_tree, hoeffding_adaptive, naive_bayes, arf, softmax, linreg, hoeffding_regressor, or 'package.module:factory'
+    learners.errors.LearnerError: unknown model preset 'xgboost'; use one of: logreg, hoeffding_tree, hoeffding_adaptive, naive_bayes, arf, softmax, linreg, hoeffding_regressor, scaled_hoeffding_regressor, or 'package.module:factory'
 
     """
     check_task(task)

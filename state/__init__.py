@@ -14,23 +14,26 @@ from state.errors import (
 from state.pending import (
     LEARNED_LAYOUT,
     PENDING_LAYOUT,
+    FrozenOverlay,
     KeyLayout,
     MemoryPendingLabels,
     PendingLabels,
     RocksPendingLabels,
 )
 from state.sealed import seal, unseal
-from state.store import Checkpoint, StateStore
+from state.store import Checkpoint, PendingCommit, StateStore
 
 __all__ = [
     "Checkpoint",
     "CorruptStateError",
+    "FrozenOverlay",
     "IncompatibleStateError",
     "KeyLayout",
     "LEARNED_LAYOUT",
     "MemoryPendingLabels",
     "MissingStateError",
     "PENDING_LAYOUT",
+    "PendingCommit",
     "PendingLabels",
     "RocksPendingLabels",
     "StateError",

@@ -13,6 +13,13 @@ Two implementations share the :class:`PendingLabels` contract:
     in-memory overlay until ``StateStore.commit`` writes it in the same atomic batch as the
     model and the offsets, so the pending labels on disk always match the newest checkpoint.
 
+Two-phase commit (``StateStore.begin_commit`` / ``end_commit``): ``begin_commit`` freezes the
+overlay into a :class:`FrozenOverlay` (the *committing layer*) and starts a fresh, empty live
+overlay. While the checkpoint batch is written (in another thread), reads consult the live
+overlay, then the committing layer, then the database; changes go to the live overlay only, and
+nobody changes the committing layer. ``end_commit`` drops the layer (the database now holds it);
+``abort_commit`` merges it back under the live overlay (live changes win).
+
 RocksDB layout (all keys and values are raw bytes; see :mod:`state.store`). A
 :class:`KeyLayout` names the three key kinds; the store keeps two sets in one database,
 :data:`PENDING_LAYOUT` (``StateStore.pending``) and :data:`LEARNED_LAYOUT`
@@ -28,6 +35,7 @@ numbers and every bit flipped for negative ones, so that byte order equals numer
 :func:`encode_ts`).
 
 Neither implementation is thread-safe: use one from a single thread (or one asyncio loop).
+Only a :class:`FrozenOverlay` may be read from another thread (it is never changed).
 """
 
 from __future__ import annotations
@@ -227,13 +235,60 @@ class _Tombstone:
 TOMBSTONE: Final = _Tombstone()
 
 
+@dataclass(frozen=True, eq=False)
+class FrozenOverlay:
+    """One :class:`RocksPendingLabels`' changes as of ``StateStore.begin_commit``.
+
+    Built by :meth:`RocksPendingLabels.freeze`. Nobody changes it until the commit ends or is
+    aborted (new changes go to the live overlay), so :meth:`stage_into` may run in any thread.
+
+    Attributes
+    ----------
+    layout
+        Whose keys these are.
+    entries
+        Event id -> ``(ts, value)``, or :data:`TOMBSTONE` for a deletion.
+    index_changes
+        Time-index key -> put (``True``) or delete (``False``).
+    fresh
+        Ids in ``entries`` (as puts) that the database does not hold.
+    count
+        Live entries as of the freeze: the count this commit stores.
+    """
+
+    layout: KeyLayout
+    entries: dict[str, tuple[float, bytes] | _Tombstone]
+    index_changes: dict[bytes, bool]
+    fresh: set[str]
+    count: int
+
+    def stage_into(self, batch: rocksdict.WriteBatch) -> None:
+        """Add the changes and the count to ``batch`` (a raw-mode WriteBatch). Reads only."""
+        for event_id, entry in self.entries.items():
+            key = self.layout.entry_key(event_id)
+            if entry is TOMBSTONE:
+                batch.delete(key)
+            else:
+                ts, value = entry  # type: ignore[misc]
+                batch.put(key, encode_ts(ts) + value)
+        for key, is_put in self.index_changes.items():
+            if is_put:
+                batch.put(key, b"")
+            else:
+                batch.delete(key)
+        batch.put(self.layout.count_key, _U64.pack(self.count))
+
+
 class RocksPendingLabels(PendingLabels):
     """Pending labels in the checkpoint database, changed through an in-memory overlay.
 
-    Reads consult the overlay first, then the database. Writes (``put``, ``delete``, ``expire``)
-    only change the overlay; ``StateStore.commit`` writes the overlay into its checkpoint batch
-    (:meth:`stage_into`) and clears it once the batch is durable (:meth:`mark_committed`).
-    Closing the store without a commit discards the overlay, exactly as a crash would.
+    Reads consult the overlay first, then the committing layer (while a commit is in flight),
+    then the database. Writes (``put``, ``delete``, ``expire``) only change the overlay.
+    ``StateStore.begin_commit`` freezes the overlay into the committing layer (:meth:`freeze`),
+    whose :meth:`FrozenOverlay.stage_into` fills the checkpoint batch; ``end_commit`` drops the
+    layer once the batch is durable (:meth:`mark_committed`), ``abort_commit`` merges it back
+    (:meth:`unfreeze`). Closing the store without a commit discards the overlay and the
+    committing layer, exactly as a crash would.
 
     Do not construct this yourself; use ``StateStore.pending``.
 
@@ -259,12 +314,15 @@ class RocksPendingLabels(PendingLabels):
         self.layout = layout
         self._overlay: dict[str, tuple[float, bytes] | _Tombstone] = {}
         self._index_changes: dict[bytes, bool] = {}  # time-index key -> put (True) / delete
-        self._overlay_by_time: list[tuple[float, str]] = []  # overlay puts; lazily cleaned
-        # Ids put since the last commit while the database had no entry for them. Removing one
-        # just forgets the overlay entry: the database never saw it, so the commit need not
-        # delete it. With labels that follow their events within one checkpoint interval this
-        # halves the checkpoint batch (measured with `make bench`).
+        # Puts of the overlay and of the committing layer; lazily cleaned.
+        self._overlay_by_time: list[tuple[float, str]] = []
+        # Ids put since the last commit while the database had no entry for them (nor the
+        # committing layer, if any). Removing one just forgets the overlay entry: the database
+        # never saw it, so the commit need not delete it. With labels that follow their events
+        # within one checkpoint interval this halves the checkpoint batch (`make bench`).
+        # Invariant: every fresh id has a put in the overlay.
         self._fresh: set[str] = set()
+        self._frozen: FrozenOverlay | None = None  # the committing layer, while one is in flight
         self._db_expired_below: bytes | None = None  # DB time index already expired up to here
         self._committed_count = self._read_committed_count()
         self._count = self._committed_count
@@ -272,13 +330,8 @@ class RocksPendingLabels(PendingLabels):
     # -- PendingLabels -------------------------------------------------------------------------
 
     def get(self, event_id: str) -> bytes | None:
-        entry = self._overlay.get(_checked_id(event_id))
-        if entry is TOMBSTONE:
-            return None
-        if entry is not None:
-            return entry[1]  # type: ignore[index]
-        raw = self._db_get(event_id)
-        return None if raw is None else raw[TS_SIZE:]
+        entry = self._current(_checked_id(event_id))
+        return None if entry is None else entry[1]
 
     def put(self, event_id: str, ts: float, value: bytes) -> None:
         self._refuse_if_read_only("put")
@@ -287,12 +340,12 @@ class RocksPendingLabels(PendingLabels):
         value = bytes(value)
         entry = self._overlay.get(event_id)
         if entry is None:
-            raw = self._db_get(event_id)
-            if raw is None:
+            base = self._base_entry(event_id)
+            if base is None:  # neither the database nor the committing layer will hold it
                 self._fresh.add(event_id)
                 old_ts = None
-            else:
-                old_ts = decode_ts(raw[:TS_SIZE])
+            else:  # its old index key is (or will be, once the commit lands) in the database
+                old_ts = base[0]
         elif entry is TOMBSTONE:
             old_ts = None
         else:
@@ -310,19 +363,20 @@ class RocksPendingLabels(PendingLabels):
     def delete(self, event_id: str) -> None:
         self._refuse_if_read_only("delete")
         event_id = _checked_id(event_id)
-        ts = self._current_ts(event_id)
-        if ts is not None:
-            self._remove(event_id, ts)
+        entry = self._current(event_id)
+        if entry is not None:
+            self._remove(event_id, entry[0])
 
     def expire(self, before_ts: float) -> int:
         """Remove every entry whose ``ts < before_ts``, in the overlay and in the database.
 
-        Overlay entries are found through a min-heap; committed entries through the database's
-        time index, scanned from its prefix (``b"t/"``) up to ``before_ts`` (a database entry
-        whose id has an overlay entry is skipped: the overlay is newer). Removals go into the
-        overlay.
-        Between commits the database does not change, so a later call resumes the scan where
-        the previous one stopped.
+        Overlay and committing-layer entries are found through a min-heap (a committing-layer
+        entry whose id has an overlay entry is skipped: the overlay is newer); committed
+        entries through the database's time index, scanned from its prefix (``b"t/"``) up to
+        ``before_ts`` (a database entry whose id has an overlay or committing-layer entry is
+        skipped). Removals go into the overlay.
+        Until a commit lands the database does not change, so a later call resumes the scan
+        where the previous one stopped.
 
         Returns
         -------
@@ -333,11 +387,14 @@ class RocksPendingLabels(PendingLabels):
         before_ts = _checked_ts(before_ts, "before_ts")
         removed = 0
 
+        frozen_entries = {} if self._frozen is None else self._frozen.entries
         heap = self._overlay_by_time
         while heap and heap[0][0] < before_ts:
             ts, event_id = heapq.heappop(heap)
             entry = self._overlay.get(event_id)
-            if isinstance(entry, tuple) and entry[0] == ts:
+            if entry is None:
+                entry = frozen_entries.get(event_id)
+            if isinstance(entry, tuple) and entry[0] == ts:  # else stale: overwritten/deleted
                 self._remove(event_id, ts)
                 removed += 1
 
@@ -347,8 +404,9 @@ class RocksPendingLabels(PendingLabels):
             victims: list[tuple[str, float]] = []
             for key in self._db_keys_between(start, bound):
                 ts, event_id = self.layout.parse_time_key(key)
-                if event_id not in self._overlay:
-                    victims.append((event_id, ts))
+                if event_id in self._overlay or event_id in frozen_entries:
+                    continue  # superseded by a newer entry (removed above if it expired)
+                victims.append((event_id, ts))
             for event_id, ts in victims:
                 self._remove(event_id, ts)
             removed += len(victims)
@@ -362,43 +420,93 @@ class RocksPendingLabels(PendingLabels):
 
     @property
     def overlay_size(self) -> int:
-        """Number of event ids changed since the last commit."""
+        """Number of event ids changed in the live overlay (since the last ``begin_commit``)."""
         return len(self._overlay)
 
-    def stage_into(self, batch: rocksdict.WriteBatch) -> None:
-        """Add the overlay's changes and the live count to ``batch`` (a raw-mode WriteBatch)."""
-        for event_id, entry in self._overlay.items():
-            key = self.layout.entry_key(event_id)
-            if entry is TOMBSTONE:
-                batch.delete(key)
-            else:
-                ts, value = entry  # type: ignore[misc]
-                batch.put(key, encode_ts(ts) + value)
-        for key, is_put in self._index_changes.items():
-            if is_put:
-                batch.put(key, b"")
-            else:
-                batch.delete(key)
-        batch.put(self.layout.count_key, _U64.pack(self._count))
+    @property
+    def frozen(self) -> FrozenOverlay | None:
+        """The committing layer while a commit is in flight, else ``None``."""
+        return self._frozen
+
+    def freeze(self) -> FrozenOverlay:
+        """Move the overlay into a new committing layer and start an empty overlay.
+
+        Raises
+        ------
+        StateError
+            A committing layer exists already (a commit is in flight).
+        """
+        if self._frozen is not None:
+            raise StateError(
+                f"cannot freeze the {self.layout.name}: a commit is already in flight; end or "
+                f"abort it first"
+            )
+        frozen = FrozenOverlay(
+            self.layout, self._overlay, self._index_changes, self._fresh, self._count
+        )
+        self._frozen = frozen
+        self._overlay = {}
+        self._index_changes = {}
+        self._fresh = set()
+        # The heap keeps the committing layer's puts: expire() still finds them there.
+        return frozen
 
     def mark_committed(self) -> None:
-        """The staged batch is durable: the overlay is now the database's content."""
-        self._clear_overlay()
-        self._committed_count = self._count
+        """The committing layer's batch is durable: the database now holds it; drop it."""
+        frozen = self._require_frozen("mark as committed")
+        self._frozen = None
+        self._committed_count = frozen.count
+        self._db_expired_below = None  # the database changed under the incremental scan
+        self._rebuild_heap()
+
+    def unfreeze(self) -> None:
+        """The commit failed: merge the committing layer back under the overlay (overlay wins).
+
+        The result is as if :meth:`freeze` had never been called, plus the changes made since.
+        """
+        frozen = self._require_frozen("unfreeze")
+        # Fresh means "not in the database": a live id that was fresh only over a committing
+        # tombstone may be in the database, and a frozen fresh id changed live has a (stale)
+        # overlay index delete; both are left non-fresh (deleting a missing key is harmless).
+        fresh = {event_id for event_id in self._fresh if event_id not in frozen.entries}
+        fresh.update(event_id for event_id in frozen.fresh if event_id not in self._overlay)
+        entries = frozen.entries  # nobody else holds it any more: reuse it
+        entries.update(self._overlay)
+        index_changes = frozen.index_changes
+        index_changes.update(self._index_changes)
+        self._overlay = entries
+        self._index_changes = index_changes
+        self._fresh = fresh
+        self._frozen = None
+        # The database is unchanged: the scan position stays valid (every id it passed has an
+        # overlay entry), and the heap still holds every merged put. Counts are unchanged.
 
     def discard_overlay(self) -> None:
-        """Forget every change since the last commit (what a crash does)."""
-        self._clear_overlay()
-        self._count = self._committed_count
-
-    # -- internals -----------------------------------------------------------------------------
-
-    def _clear_overlay(self) -> None:
+        """Forget every change since the last commit, committing layer included (a crash)."""
+        self._frozen = None
         self._overlay.clear()
         self._index_changes.clear()
         self._overlay_by_time.clear()
         self._fresh.clear()
         self._db_expired_below = None
+        self._count = self._committed_count
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _require_frozen(self, action: str) -> FrozenOverlay:
+        if self._frozen is None:
+            raise StateError(
+                f"cannot {action} the committing {self.layout.name}: no commit is in flight"
+            )
+        return self._frozen
+
+    def _rebuild_heap(self) -> None:
+        self._overlay_by_time = [
+            (entry[0], event_id)
+            for event_id, entry in self._overlay.items()
+            if isinstance(entry, tuple)
+        ]
+        heapq.heapify(self._overlay_by_time)
 
     def _remove(self, event_id: str, ts: float) -> None:
         key = self.layout.time_key(ts, event_id)
@@ -411,14 +519,22 @@ class RocksPendingLabels(PendingLabels):
             self._overlay[event_id] = TOMBSTONE
         self._count -= 1
 
-    def _current_ts(self, event_id: str) -> float | None:
+    def _current(self, event_id: str) -> tuple[float, bytes] | None:
+        """The newest entry: overlay, then committing layer, then database."""
         entry = self._overlay.get(event_id)
-        if entry is TOMBSTONE:
-            return None
-        if entry is not None:
-            return entry[0]  # type: ignore[index]
+        if entry is None:
+            return self._base_entry(event_id)
+        return None if entry is TOMBSTONE else entry  # type: ignore[return-value]
+
+    def _base_entry(self, event_id: str) -> tuple[float, bytes] | None:
+        """The entry under the overlay: committing layer, then database."""
+        frozen = self._frozen
+        if frozen is not None:
+            entry = frozen.entries.get(event_id)
+            if entry is not None:
+                return None if entry is TOMBSTONE else entry  # type: ignore[return-value]
         raw = self._db_get(event_id)
-        return None if raw is None else decode_ts(raw[:TS_SIZE])
+        return None if raw is None else (decode_ts(raw[:TS_SIZE]), raw[TS_SIZE:])
 
     def _db_get(self, event_id: str) -> bytes | None:
         raw = self._db.get(self.layout.entry_key(event_id))

@@ -22,21 +22,30 @@ all, also across a crash (its write-ahead log records the batch as one unit). Th
 written with ``sync=True``: when ``commit`` returns, the write-ahead log is fsync'ed and the
 checkpoint survives a crash of the process *and* of the machine.
 
+**Two phases.** ``commit`` is :meth:`StateStore.begin_commit` (freeze the overlays, as of now,
+into a committing layer; changes from then on go to fresh overlays), :meth:`PendingCommit.write`
+(the synced batch; may run in another thread while the owner keeps using ``pending`` and
+``learned``) and :meth:`StateStore.end_commit` (drop the committing layer), or
+:meth:`StateStore.abort_commit` after a failed write (merge the layer back; nothing is lost).
+The checkpoint holds the pending labels and learned ids as of ``begin_commit``.
+
 **A crash at each point.**
 
 1. *Between commits* (the overlay holds changes): the changes are lost. On restart the state is
    exactly the last checkpoint; the caller seeks each partition to the offsets in its meta and
    replays, which rebuilds the lost changes.
-2. *During* ``commit``, before the batch is durable: as 1. The previous checkpoint, its model and
-   the previous pending labels are intact; the half-written batch is dropped when RocksDB
-   replays its log.
-3. *After* ``commit`` returned, before the caller committed the same offsets to Kafka: the new
-   checkpoint is the truth. Its offsets, not the consumer group's, decide where to resume, so
-   nothing is processed twice into the model and nothing is skipped.
+2. *During* ``commit``, before the batch is durable (also: anywhere between ``begin_commit``
+   and the end of ``write``): as 1. The previous checkpoint, its model and the previous pending
+   labels are intact; the half-written batch is dropped when RocksDB replays its log.
+3. *After* ``commit`` (or ``write``) returned, before the caller committed the same offsets to
+   Kafka: the new checkpoint is the truth. Its offsets, not the consumer group's, decide where
+   to resume, so nothing is processed twice into the model and nothing is skipped.
 4. *During* :meth:`StateStore.close`: commits are already durable; close only flushes RocksDB's
    memtable to table files and discards the uncommitted overlay.
 
-Closing without a commit is the same as a crash: the overlay is discarded.
+Closing without a commit is the same as a crash: the overlay is discarded. Closing with a commit
+in flight waits for a running ``write`` to return, then discards the overlays and the committing
+layer: the checkpoint is durable exactly when ``write`` succeeded (case 3, else case 2).
 
 **What commit guarantees.** After ``commit`` returns ``Checkpoint(seq=n, ...)``: ``load()``
 (in this or any later process) returns checkpoint ``n`` with the same meta and model bytes,
@@ -76,6 +85,7 @@ import os
 import pathlib
 import re
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -91,7 +101,13 @@ from state.errors import (
     StateError,
     StateLockedError,
 )
-from state.pending import LEARNED_LAYOUT, PENDING_LAYOUT, PendingLabels, RocksPendingLabels
+from state.pending import (
+    LEARNED_LAYOUT,
+    PENDING_LAYOUT,
+    FrozenOverlay,
+    PendingLabels,
+    RocksPendingLabels,
+)
 
 FORMAT_KEY: Final = b"meta/format"
 FORMAT_VALUE: Final = b"riverbed-state 1"
@@ -122,6 +138,118 @@ class Checkpoint:
     meta: dict[Any, Any]
     model_blob: bytes
     size_bytes: int
+
+
+class PendingCommit:
+    """A checkpoint between :meth:`StateStore.begin_commit` and ``end_commit``/``abort_commit``.
+
+    Holds everything its batch needs: the encoded meta, the model bytes, the checkpoints to
+    prune and the frozen pending/learned layers, which nobody changes while it is in flight.
+    Do not construct this yourself.
+
+    Attributes
+    ----------
+    seq : int
+        The sequence number the checkpoint gets once written.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: pathlib.Path,
+        db: rocksdict.Rdict,
+        seq: int,
+        meta: dict[Any, Any],
+        encoded_meta: bytes,
+        model_blob: bytes,
+        kept: list[int],
+        pruned: list[int],
+        layers: tuple[FrozenOverlay, ...],
+    ) -> None:
+        self.seq = seq
+        self._path = path
+        self._db = db
+        self._meta = meta
+        self._encoded_meta = encoded_meta
+        self._model_blob = model_blob
+        self._kept = kept
+        self._pruned = pruned
+        self._layers = layers
+        self._lock = threading.Lock()  # held by write(); close() waits on it
+        # "begun" -> "writing" -> "written" | "failed" ("failed" may write again); then "ended",
+        # "aborted", or, when the store was closed, "closed" (written) or "discarded" (not).
+        self._state = "begun"
+
+    def write(self) -> None:
+        """Write the checkpoint batch (synced). May run in any thread; again only after a failure.
+
+        The owner thread may keep using ``store.pending`` and ``store.learned`` meanwhile;
+        ``end_commit`` and ``abort_commit`` refuse until this returns, ``close`` waits for it.
+
+        Raises
+        ------
+        StateError
+            RocksDB failed to write: the previous checkpoint is intact; call
+            :meth:`StateStore.abort_commit` (or retry ``write``). Also when called after a
+            successful write, or after the commit ended, was aborted or the store was closed.
+        """
+        with self._lock:
+            if self._state not in ("begun", "failed"):
+                raise StateError(self._not_writable())
+            self._state = "writing"
+            written = False
+            try:
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                for layer in self._layers:
+                    layer.stage_into(batch)
+                batch.put(FORMAT_KEY, FORMAT_VALUE)
+                batch.put(CHECKPOINT_PREFIX + _SEQ.pack(self.seq), self._encoded_meta)
+                batch.put(MODEL_PREFIX + _SEQ.pack(self.seq), self._model_blob)
+                for old in self._pruned:
+                    batch.delete(CHECKPOINT_PREFIX + _SEQ.pack(old))
+                    batch.delete(MODEL_PREFIX + _SEQ.pack(old))
+                options = rocksdict.WriteOptions()
+                options.sync = True
+                self._db.write(batch, options)
+                written = True
+            except Exception as exc:  # rocksdict raises plain Exception
+                raise StateError(
+                    f"could not write checkpoint {self.seq} to {self._path}: {exc}; the previous "
+                    f"checkpoint is intact (check free disk space and permissions)"
+                ) from exc
+            finally:
+                self._state = "written" if written else "failed"
+
+    @property
+    def written(self) -> bool:
+        """Whether :meth:`write` succeeded (the checkpoint is durable)."""
+        return self._state in ("written", "ended", "closed")
+
+    def __repr__(self) -> str:
+        return f"PendingCommit(seq={self.seq}, {self._state})"
+
+    def _not_writable(self) -> str:
+        what = f"checkpoint {self.seq} to {self._path}"
+        if self._state in ("written", "ended"):
+            return f"cannot write {what}: it was already written; call end_commit"
+        if self._state == "closed":
+            return f"cannot write {what}: it was already written (the store is closed since)"
+        if self._state == "writing":
+            return f"cannot write {what}: write() is already running in another thread"
+        if self._state == "aborted":
+            return f"cannot write {what}: its commit was aborted; begin a new commit"
+        return (
+            f"cannot write {what}: the state store was closed before it was written, so it "
+            f"was not; reopen the store and commit again"
+        )
+
+    def _checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            seq=self.seq,
+            meta=self._meta,
+            model_blob=self._model_blob,
+            size_bytes=len(self._model_blob) + len(self._encoded_meta),
+        )
 
 
 class StateStore:
@@ -165,7 +293,8 @@ class StateStore:
 
     Notes
     -----
-    The recovery contract is in the module docstring. Not thread-safe.
+    The recovery contract is in the module docstring. Not thread-safe: use it from one owner
+    thread, except :meth:`PendingCommit.write`, which may run in any thread.
     """
 
     pending: PendingLabels
@@ -190,6 +319,7 @@ class StateStore:
                 self._db, read_only=read_only, layout=LEARNED_LAYOUT
             )
             self._seqs = self._scan_seqs()
+            self._in_flight: PendingCommit | None = None
         except BaseException:
             self._db.close()
             self._db = None
@@ -201,6 +331,9 @@ class StateStore:
 
     def commit(self, meta: dict[Any, Any], model_blob: bytes) -> Checkpoint:
         """Write a new checkpoint and the pending/learned changes in one synced atomic batch.
+
+        :meth:`begin_commit`, :meth:`PendingCommit.write` and :meth:`end_commit` in one go
+        (:meth:`abort_commit` if the write fails).
 
         Parameters
         ----------
@@ -220,13 +353,54 @@ class StateStore:
         TypeError
             ``meta`` is not a dict or not msgpack-able.
         StateError
-            The store is read-only or closed, or RocksDB failed to write (the previous
-            checkpoint and the overlay are then unchanged, and commit may be retried).
+            The store is read-only or closed, a commit is in flight, or RocksDB failed to write
+            (the previous checkpoint and the overlay are then unchanged, and commit may be
+            retried).
+        """
+        pending_commit = self.begin_commit(meta, model_blob)
+        try:
+            pending_commit.write()
+        except BaseException:
+            if not pending_commit.written:
+                self.abort_commit(pending_commit)
+            raise
+        return self.end_commit(pending_commit)
+
+    def begin_commit(self, meta: dict[Any, Any], model_blob: bytes) -> PendingCommit:
+        """Start a checkpoint: freeze the pending/learned changes as of now.
+
+        The overlays' contents become the commit's committing layer; ``pending`` and
+        ``learned`` continue with fresh overlays on top of it, so the owner thread may keep
+        changing them while :meth:`PendingCommit.write` runs in another thread. Then call
+        :meth:`end_commit` (after ``write`` returned) or :meth:`abort_commit` (after it failed).
+
+        Parameters
+        ----------
+        meta, model_blob
+            As for :meth:`commit`.
+
+        Returns
+        -------
+        PendingCommit
+            Call its ``write()`` (in any thread), then ``end_commit`` or ``abort_commit``.
+
+        Raises
+        ------
+        TypeError
+            ``meta`` is not a dict or not msgpack-able (nothing was frozen).
+        StateError
+            The store is read-only or closed, or another commit is in flight.
         """
         db = self._require_open("commit")
         if self.read_only:
             raise StateError(
                 f"cannot commit a checkpoint to {self.path}: the state store was opened read-only"
+            )
+        if self._in_flight is not None:
+            raise StateError(
+                f"cannot commit a checkpoint to {self.path}: checkpoint {self._in_flight.seq} is "
+                f"still in flight; call end_commit (after its write succeeded) or abort_commit "
+                f"first"
             )
         if not isinstance(meta, dict):
             raise TypeError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
@@ -239,37 +413,94 @@ class StateStore:
                 f"checkpoint meta must be msgpack-able (dict, list, str, bytes, int, float, "
                 f"bool, None): {exc}"
             ) from exc
-        model_blob = bytes(model_blob)
-
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        self._pending.stage_into(batch)
-        self._learned.stage_into(batch)
-        batch.put(FORMAT_KEY, FORMAT_VALUE)
-        batch.put(CHECKPOINT_PREFIX + _SEQ.pack(seq), encoded_meta)
-        batch.put(MODEL_PREFIX + _SEQ.pack(seq), model_blob)
         kept = [seq, *self._seqs][: self.keep]
-        pruned = [old for old in self._seqs if old not in kept]
-        for old in pruned:
-            batch.delete(CHECKPOINT_PREFIX + _SEQ.pack(old))
-            batch.delete(MODEL_PREFIX + _SEQ.pack(old))
-        options = rocksdict.WriteOptions()
-        options.sync = True
-        try:
-            db.write(batch, options)
-        except Exception as exc:  # rocksdict raises plain Exception
-            raise StateError(
-                f"could not write checkpoint {seq} to {self.path}: {exc}; the previous "
-                f"checkpoint is intact (check free disk space and permissions)"
-            ) from exc
-        self._pending.mark_committed()
-        self._learned.mark_committed()
-        self._seqs = kept
-        return Checkpoint(
+        pending_commit = PendingCommit(
+            path=self.path,
+            db=db,
             seq=seq,
             meta=stored_meta,
-            model_blob=model_blob,
-            size_bytes=len(model_blob) + len(encoded_meta),
+            encoded_meta=encoded_meta,
+            model_blob=bytes(model_blob),
+            kept=kept,
+            pruned=[old for old in self._seqs if old not in kept],
+            layers=(self._pending.freeze(), self._learned.freeze()),
         )
+        self._in_flight = pending_commit
+        return pending_commit
+
+    def end_commit(self, pending_commit: PendingCommit) -> Checkpoint:
+        """Finish a commit whose :meth:`PendingCommit.write` succeeded.
+
+        Drops the committing layer (the database holds it now).
+
+        Returns
+        -------
+        Checkpoint
+            The checkpoint as stored, as :meth:`commit` returns it.
+
+        Raises
+        ------
+        StateError
+            The store is closed, ``pending_commit`` is not the commit in flight, or its write
+            has not succeeded (still running, failed, or never called).
+        """
+        self._check_in_flight(pending_commit, "end")
+        if not pending_commit._lock.acquire(blocking=False):
+            raise StateError(
+                f"cannot end checkpoint {pending_commit.seq} of {self.path}: its write() is "
+                f"still running; wait for it to return"
+            )
+        try:
+            if pending_commit._state != "written":
+                raise StateError(
+                    f"cannot end checkpoint {pending_commit.seq} of {self.path}: it was not "
+                    f"written; call its write() first, or abort_commit if the write failed"
+                )
+            self._pending.mark_committed()
+            self._learned.mark_committed()
+            self._seqs = pending_commit._kept
+            self._in_flight = None
+            pending_commit._state = "ended"
+        finally:
+            pending_commit._lock.release()
+        return pending_commit._checkpoint()
+
+    def abort_commit(self, pending_commit: PendingCommit) -> None:
+        """Give up a commit that was not written: merge its committing layer back.
+
+        Nothing is lost: ``pending`` and ``learned`` end as if :meth:`begin_commit` had never
+        been called, plus the changes made since (which win over the frozen ones). The next
+        commit writes everything and gets the same ``seq``.
+
+        Raises
+        ------
+        StateError
+            The store is closed, ``pending_commit`` is not the commit in flight, its write is
+            still running, or it was written (call :meth:`end_commit`).
+        """
+        self._check_in_flight(pending_commit, "abort")
+        if not pending_commit._lock.acquire(blocking=False):
+            raise StateError(
+                f"cannot abort checkpoint {pending_commit.seq} of {self.path}: its write() is "
+                f"still running; wait for it to return"
+            )
+        try:
+            if pending_commit._state == "written":
+                raise StateError(
+                    f"cannot abort checkpoint {pending_commit.seq} of {self.path}: it was "
+                    f"already written; call end_commit"
+                )
+            self._pending.unfreeze()
+            self._learned.unfreeze()
+            self._in_flight = None
+            pending_commit._state = "aborted"
+        finally:
+            pending_commit._lock.release()
+
+    @property
+    def commit_in_flight(self) -> PendingCommit | None:
+        """The commit between :meth:`begin_commit` and its end or abort, else ``None``."""
+        return self._in_flight
 
     def checkpoints(self) -> list[int]:
         """Sequence numbers of the stored checkpoints, newest first."""
@@ -330,10 +561,21 @@ class StateStore:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Discard the uncommitted overlay, flush RocksDB's memtable and close. Idempotent."""
+        """Discard the uncommitted overlay, flush RocksDB's memtable and close. Idempotent.
+
+        With a commit in flight: waits for its running :meth:`PendingCommit.write` (if any) to
+        return, then discards the committing layer too; the checkpoint is durable exactly when
+        that write succeeded (as a crash at this point, see the module docstring). A later
+        ``write`` of that commit raises :class:`StateError`.
+        """
         db, self._db = self._db, None
         if db is None:
             return
+        pending_commit, self._in_flight = self._in_flight, None
+        if pending_commit is not None:
+            with pending_commit._lock:  # waits for a write() running in another thread
+                written = pending_commit._state == "written"
+                pending_commit._state = "closed" if written else "discarded"
         self._pending.discard_overlay()
         self._learned.discard_overlay()
         try:
@@ -380,6 +622,15 @@ class StateStore:
         if self._db is None:
             raise StateError(f"cannot {action} {self.path}: the state store is closed")
         return self._db
+
+    def _check_in_flight(self, pending_commit: PendingCommit, action: str) -> None:
+        self._require_open(f"{action} a commit to")
+        if pending_commit is not self._in_flight:
+            raise StateError(
+                f"cannot {action} checkpoint {pending_commit.seq} of {self.path}: it is not the "
+                f"commit in flight (it already ended or was aborted, or belongs to another "
+                f"store)"
+            )
 
     def _check_directory(self) -> None:
         """Refuse paths that are not (and cannot become) a riverbed state dir, before opening."""

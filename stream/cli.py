@@ -324,10 +324,56 @@ def _newest_checkpoint(cfg: Config, *, with_disk_size: bool = False):
     return ckpt, path, disk
 
 
-def read_status(cfg: Config) -> dict:
-    """The status document of the newest checkpoint in ``[state] dir``."""
+def read_status(cfg: Config, *, fingerprints: bool = True) -> dict:
+    """The status document of the newest checkpoint in ``[state] dir``.
+
+    Checkpoints do not store model fingerprints (a canonical pickle of every model would cost the
+    processor's loop tens of milliseconds per checkpoint): they are computed here from the
+    checkpoint's model bytes, verified before anything is unpickled (:func:`checkpoint_fingerprints`).
+    ``fingerprints=False`` skips that (a quick look at counts and offsets, e.g. when polling).
+    """
     ckpt, path, disk = _newest_checkpoint(cfg, with_disk_size=True)
-    return status_document(ckpt.meta, checkpoint_info(ckpt, path, disk))
+    document = status_document(ckpt.meta, checkpoint_info(ckpt, path, disk))
+    if fingerprints:
+        document["models"] = with_fingerprints(document["models"], *checkpoint_fingerprints(ckpt))
+    return document
+
+
+def checkpoint_fingerprints(ckpt) -> tuple[dict[str, str], str | None]:
+    """Each model's canonical fingerprint from the checkpoint's model bytes, or why there is none.
+
+    The bytes are verified as the processor verifies them on restore (SHA-256, the HMAC when
+    ``RIVERBED_MODEL_KEY`` is set, the producer version) and only then unpickled; refused or
+    unloadable bytes give ``({}, reason)`` instead of an error, so ``status`` still works.
+    """
+    from stream.processor import load_model_state
+
+    try:
+        state = load_model_state(ckpt.model_blob)
+    except StateError as exc:
+        return {}, f"the model bytes of checkpoint {ckpt.seq} are refused: {exc}"
+    try:
+        models = state["models"].models
+        return {name: model.fingerprint() for name, model in models.items()}, None
+    except Exception as exc:  # verified bytes this riverbed cannot read: report it, do not crash
+        return {}, f"the model bytes of checkpoint {ckpt.seq} could not be read: {type(exc).__name__}: {exc}"
+
+
+def with_fingerprints(models: dict, fingerprints: dict[str, str], reason: str | None = None) -> dict:
+    """``models`` (the status document's) with each ``"fingerprint"`` set from ``fingerprints``.
+
+    A model without one gets ``"fingerprint": None`` and ``"fingerprint_error"``, the reason.
+    """
+    out = {}
+    for name, entry in models.items():
+        entry = {k: v for k, v in entry.items() if k != "fingerprint_error"}
+        if name in fingerprints:
+            entry["fingerprint"] = fingerprints[name]
+        else:
+            entry["fingerprint"] = None
+            entry["fingerprint_error"] = reason or f"model {name} is not in the checkpoint's model bytes"
+        out[name] = entry
+    return out
 
 
 def checkpoint_info(ckpt, path, disk_bytes: int) -> dict:
@@ -374,7 +420,10 @@ def format_status(status: dict) -> str:
         if model.get("rolling_metrics"):
             rolling = ", ".join(f"{k} {v:.4f}" for k, v in model["rolling_metrics"].items())
             lines.append(f"  rolling {rolling}")
-        lines.append(f"  fingerprint {model['fingerprint']}")
+        if model.get("fingerprint"):
+            lines.append(f"  fingerprint {model['fingerprint']}")
+        else:
+            lines.append(f"  fingerprint unavailable: {model.get('fingerprint_error') or 'not computed'}")
     c = status["counts"]
     lines.append(
         f"events {c['events']:,}, predictions {c['predictions']:,}, labels {c['labels']:,} "

@@ -29,6 +29,9 @@ from stream.errors import ConfigError
 
 ENV_PREFIX = "RIVERBED_"
 CONFIG_ENV = "RIVERBED_CONFIG"
+NOT_SETTINGS = frozenset({CONFIG_ENV, "RIVERBED_MODEL_KEY"})
+"""``RIVERBED_*`` variables that are not config overrides: the config path and the model's HMAC
+key (a secret, read from the environment only and never part of the config)."""
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "kafka": {
@@ -329,7 +332,7 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """The ``RIVERBED_<SECTION>_<KEY>`` variables of ``env`` as nested config values."""
     overrides: dict[str, dict[str, Any]] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         rest = name[len(ENV_PREFIX):].lower()
         for section in DEFAULTS:

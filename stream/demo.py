@@ -76,7 +76,10 @@ def run_demo(cfg: Config, *, dataset: str, label_delay: int, limit: int | None) 
           f"{summary.busy_seconds:.2f} s; the bare River loop is the limit, see `make bench`)")
     print(f"  checkpoint   {status['checkpoint']['size_bytes']:>10,}   bytes (model, metrics and offsets; "
           f"{summary.checkpoints} written; state dir {state_dir})")
-    print(f"  model        {status['serving']} v{model['n_learned']:,}, fingerprint {model['fingerprint'][:16]}…")
+    fingerprint = f"{model['fingerprint'][:16]}…" if model.get("fingerprint") else (
+        f"unavailable ({model.get('fingerprint_error') or 'not computed'})"
+    )
+    print(f"  model        {status['serving']} v{model['n_learned']:,}, fingerprint {fingerprint}")
     print()
     print(f"  {'metric':<10} {'riverbed':>12} {'River progressive_val_score':>28}")
     for name, value in model["metrics"].items():

@@ -8,9 +8,10 @@ Endpoints (``[http] host``/``port``, loopback by default):
 ``GET /healthz``       200 while the process is alive
 ``GET /readyz``        200 when the broker answers a metadata request and the consumer lag
                        is at most ``[http] ready_lag``; 503 with the reason otherwise
-``GET /status``        the document of ``riverbed status --json``, computed from the live state,
-                       plus ``"live": true``, ``"lag"`` per input partition and ``"rates"``
-                       (events, labels, predictions per second over the last 10 s)
+``GET /status``        the document of ``riverbed status --json``, computed from the live state
+                       (model fingerprints from the live models), plus ``"live": true``,
+                       ``"lag"`` per input partition and ``"rates"`` (events, labels,
+                       predictions per second over the last 10 s)
 ``GET /history``       the bounded metrics history (:mod:`stream.history`), drift detections and
                        promotions, for plots
 ``POST /predict``      score one event ``{"x": {...}, "id"?: ...}`` or a list of them with the
@@ -55,7 +56,8 @@ MAX_BODY_BYTES = 1024 * 1024
 DISCARD_LIMIT_BYTES = 16 * 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 1000
 REQUEST_TIMEOUT_S = 10.0
-#: A live /status document is rebuilt at most this often (fingerprints cost a canonical pickle).
+#: A live /status document is rebuilt at most this often (its model fingerprints cost a canonical
+#: pickle of every model; checkpoints do not compute them, the readers do).
 STATUS_CACHE_S = 1.0
 READY_PROBE_TIMEOUT_S = 2.0
 #: Rates on /status are over the last this many seconds (counts sampled once a second).
@@ -357,7 +359,7 @@ class HttpApi:
 
         self._require_models()
         p = self.processor
-        meta = p.checkpoint_meta()
+        meta = p.checkpoint_meta(fingerprints=True)  # here, on request and cached; never per checkpoint
         last = p.last_checkpoint
         store = getattr(p, "store", None)
         info = None

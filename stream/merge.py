@@ -24,6 +24,17 @@ Rules, in order:
    machine must not reorder the stream. This is the only timing-dependent rule; with data
    already in the topics it does not fire, and :attr:`EventTimeMerge.wait_expirations` counts
    it when it does.
+6. With a *leading* topic (the processor makes ``events`` lead), a record of another topic
+   (a label) whose event time is later than everything released from the leading topic, and
+   whose event has not been seen (``seen``), waits while every leading partition is caught up
+   and empty: its event may simply not be on the broker *yet*. A producer that publishes a label right after its event gives no ordering
+   guarantee across topics (two batches, two requests), so without this rule the label could
+   overtake its event, find nothing pending and be lost as unmatched. The wait ends as soon as a
+   leading record arrives (then rule 3 orders them), or after ``max_wait_s`` of waiting for
+   input; once ended it stays ended until a leading record arrives, so labels for an idle
+   ``events`` stream flow after one short wait. Leading records never wait for the others
+   (predictions are not delayed), and with data already in the topics the rule only applies
+   after the last event, so it does not change the order of a replay.
 
 >>> merge = EventTimeMerge({"labels": 0, "events": 1}, max_wait_s=1.0)
 >>> merge.add(("events", 0), [Item(2.0, 0, "e0"), Item(3.0, 1, "e1")], caught_up=True)
@@ -35,7 +46,7 @@ Rules, in order:
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Hashable, Iterator, NamedTuple
+from typing import Any, Callable, Hashable, Iterator, NamedTuple
 
 
 class Item(NamedTuple):
@@ -47,10 +58,11 @@ class Item(NamedTuple):
 
 
 class _Partition:
-    __slots__ = ("key", "rank", "number", "buffer", "caught_up", "waited")
+    __slots__ = ("key", "rank", "number", "buffer", "caught_up", "waited", "leads")
 
-    def __init__(self, key: Hashable, rank: int, number: int):
+    def __init__(self, key: Hashable, rank: int, number: int, leads: bool = False):
         self.key = key
+        self.leads = leads
         self.rank = rank
         self.number = number
         self.buffer: deque[Item] = deque()
@@ -68,19 +80,41 @@ class EventTimeMerge:
     max_wait_s
         How long (in time spent waiting for input) a partition that is behind (empty buffer, not
         caught up) may hold back the others.
+    leading
+        The topic whose event time other topics' records wait for at the live edge (rule 6);
+        ``None`` disables rule 6.
+    seen
+        ``seen(item)`` is True when the leading record a waiting record refers to was already
+        released (a label whose event is pending): such a record need not wait.
     """
 
-    def __init__(self, ranks: dict[str, int], max_wait_s: float):
+    def __init__(
+        self,
+        ranks: dict[str, int],
+        max_wait_s: float,
+        leading: str | None = None,
+        seen: Callable[[Item], bool] | None = None,
+    ):
         self.ranks = dict(ranks)
         self.max_wait_s = max_wait_s
+        self.leading = leading
+        self.seen = seen
         self.wait_expirations = 0
+        self.leading_ts: float | None = None  # the latest event time released from the leading topic
         self._partitions: dict[Hashable, _Partition] = {}
+        self._leaders: list[_Partition] = []
+        self._holding = False  # rule 6 held a record back in the last pop_ready
+        self._hold_waited = 0.0  # input waiting time spent holding since the last leading record
+        self._hold_counted = False
 
     def register(self, key: tuple[str, int]) -> None:
         """Declare a partition ``(topic, partition)`` before any record of it arrives."""
         if key not in self._partitions:
             topic, number = key
-            self._partitions[key] = _Partition(key, self.ranks[topic], number)
+            part = _Partition(key, self.ranks[topic], number, leads=topic == self.leading)
+            self._partitions[key] = part
+            if part.leads:
+                self._leaders.append(part)
 
     def add(self, key: tuple[str, int], items: list[Item], caught_up: bool) -> None:
         """Append fetched records (in offset order) and the partition's caught-up flag."""
@@ -89,6 +123,9 @@ class EventTimeMerge:
         if items:
             part.buffer.extend(items)
             part.waited = 0.0
+            if part.leads:
+                self._hold_waited = 0.0
+                self._hold_counted = False
         part.caught_up = caught_up
 
     def set_caught_up(self, key: tuple[str, int], caught_up: bool) -> None:
@@ -115,6 +152,10 @@ class EventTimeMerge:
                 part.waited = 0.0
             else:
                 part.waited += waited_s
+        if self._holding:
+            self._hold_waited += waited_s
+            self._holding = False
+        leaders = self._leaders
         counted = False
         while True:
             for part in parts:  # rule 2: invalid heads go at once
@@ -138,7 +179,23 @@ class EventTimeMerge:
                     best, best_key = part, key
             if best is None:
                 return
+            if (
+                leaders
+                and not best.leads
+                and (self.leading_ts is None or best_key[0] > self.leading_ts)
+                and all(p.caught_up and not p.buffer for p in leaders)
+                and (self.seen is None or not self.seen(best.buffer[0]))
+            ):  # rule 6: its event may not be on the broker yet
+                if self._hold_waited < self.max_wait_s:
+                    self._holding = True
+                    return
+                if not self._hold_counted:
+                    self.wait_expirations += 1
+                    self._hold_counted = True
             if expired and not counted:
                 self.wait_expirations += 1
                 counted = True
-            yield best.buffer.popleft()
+            item = best.buffer.popleft()
+            if best.leads and (self.leading_ts is None or item.ts > self.leading_ts):
+                self.leading_ts = item.ts
+            yield item

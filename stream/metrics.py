@@ -114,7 +114,13 @@ class ServiceMetrics:
         )
         self.checkpoint_duration = Histogram(
             "riverbed_checkpoint_duration_seconds",
-            "Time to write one checkpoint (producer flush included).",
+            "Time from a checkpoint's snapshot until it is durable (output acknowledged, batch synced).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.checkpoint_pause = Histogram(
+            "riverbed_checkpoint_pause_seconds",
+            "Time a checkpoint stops processing (snapshot of model, metadata and overlays).",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

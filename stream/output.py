@@ -1,9 +1,10 @@
 """Batched output to Kafka: predictions and dead-letter copies.
 
 Messages are appended to one aiokafka ``BatchBuilder`` per output partition and sent with
-``send_batch``: no per-message await on the hot path. :meth:`BatchedOutput.flush` waits until
-every added message is acknowledged; the checkpoint protocol calls it before writing offsets,
-so a checkpoint never covers an input whose output was not delivered.
+``send_batch``: no per-message await on the hot path. :meth:`BatchedOutput.barrier` marks the
+messages added so far and :meth:`BatchedOutput.wait` waits until all of them are acknowledged
+while processing goes on; the checkpoint protocol waits for its barrier before writing
+offsets, so a checkpoint never covers an input whose output was not delivered.
 
 The processing loop never waits for Kafka here (except for backpressure, see
 :data:`MAX_QUEUED_BATCHES`). aiokafka's ``send_batch`` waits until the partition's previous batch
@@ -48,9 +49,13 @@ MAX_QUEUED_BATCHES = 8
 
 
 class _Slot:
-    """One output partition: the batch being filled, filled batches, and the sender task."""
+    """One output partition: the batch being filled, filled batches, and the sender task.
 
-    __slots__ = ("topic", "partition", "open", "queued", "wake", "idle", "task")
+    ``added`` counts messages appended, ``acked`` messages Kafka acknowledged; both only grow,
+    so "everything added before now is acknowledged" is ``acked >= added-then`` (a barrier).
+    """
+
+    __slots__ = ("topic", "partition", "open", "queued", "wake", "progress", "task", "added", "acked")
 
     def __init__(self, topic: str, partition: int):
         self.topic = topic
@@ -58,12 +63,21 @@ class _Slot:
         self.open = None
         self.queued: list = []
         self.wake = asyncio.Event()
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.progress = asyncio.Event()  # set (and replaced) whenever acked grows or sending fails
         self.task: asyncio.Task | None = None
+        self.added = 0
+        self.acked = 0
 
     def has_data(self) -> bool:
         return bool(self.queued) or (self.open is not None and self.open.record_count() > 0)
+
+    def notify(self) -> None:
+        self.progress.set()
+        self.progress = asyncio.Event()
+
+
+Barrier = dict
+"""``{(topic, partition): messages added}`` at one moment; see :meth:`BatchedOutput.barrier`."""
 
 
 class BatchedOutput:
@@ -73,7 +87,6 @@ class BatchedOutput:
         self._producer = producer
         self._partitions = dict(partitions)
         self._slots: dict[tuple[str, int], _Slot] = {}
-        self._in_flight: list[asyncio.Future] = []
         self._failure: BaseException | None = None
         self.sent = 0
 
@@ -94,6 +107,7 @@ class BatchedOutput:
                     f"a message for {topic} ({len(value or b'')} bytes) does not fit in one batch; "
                     "lower [codec] max_message_bytes or raise the producer's max_batch_size"
                 )
+        slot.added += 1
         self.sent += 1
 
     async def submit(self) -> None:
@@ -107,20 +121,43 @@ class BatchedOutput:
             if slot.has_data():
                 self._wake(slot)
                 while len(slot.queued) > MAX_QUEUED_BATCHES and self._failure is None:
-                    await slot.idle.wait()
-                    self._wake(slot)
+                    await slot.progress.wait()
         self._raise_failure()
-        if len(self._in_flight) > 256:
-            self._raise_failures(done_only=True)
+
+    def barrier(self) -> Barrier:
+        """Mark everything added so far; :meth:`wait` for it while adding more goes on."""
+        return {key: slot.added for key, slot in self._slots.items()}
+
+    async def wait(self, barrier: Barrier) -> None:
+        """Wait until every message added before ``barrier`` was taken is acknowledged.
+
+        Messages added after it may still be in flight: the checkpoint protocol snapshots state
+        and takes a barrier at the same moment, then waits here while processing continues.
+
+        Raises
+        ------
+        OutputError
+            Kafka did not accept some output (the checkpoint must not cover it).
+        """
+        for key, target in barrier.items():
+            slot = self._slots[key]
+            while slot.acked < target and self._failure is None:
+                if slot.has_data():
+                    self._wake(slot)
+                await slot.progress.wait()
+        self._raise_failure()
+
+    async def flush(self) -> None:
+        """Send everything added so far and wait until Kafka acknowledged all of it."""
+        await self.wait(self.barrier())
 
     def _wake(self, slot: _Slot) -> None:
-        slot.idle.clear()
         slot.wake.set()
         if slot.task is None or slot.task.done():
             slot.task = asyncio.ensure_future(self._sender(slot))
 
     async def _sender(self, slot: _Slot) -> None:
-        """Send the slot's batches in order, one at a time, each once the previous is acknowledged."""
+        """Send the slot's batches in order, one round in flight at a time."""
         producer = self._producer
         try:
             while True:
@@ -131,54 +168,31 @@ class BatchedOutput:
                     if slot.open is not None and slot.open.record_count():
                         batches.append(slot.open)
                         slot.open = None
-                    future = None
+                    count = 0
+                    futures = []
                     for batch in batches:
+                        count += batch.record_count()
                         # Closed, a batch is ready at once; an open one would wait for the
                         # producer's linger_ms first (aiokafka MessageBatch.remaining_linger).
                         batch.close()
-                        future = await producer.send_batch(batch, slot.topic, partition=slot.partition)
-                        self._in_flight.append(future)
-                    if future is not None:
-                        await asyncio.wait([future])  # one batch in flight; the next keeps filling
-                slot.idle.set()
+                        futures.append(await producer.send_batch(batch, slot.topic, partition=slot.partition))
+                    await asyncio.wait(futures)  # one round in flight; the next keeps filling
+                    for future in futures:
+                        if future.exception() is not None:
+                            raise future.exception()
+                    slot.acked += count
+                    slot.notify()
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # surfaced by submit() and flush()
+        except BaseException as exc:  # surfaced by submit(), wait() and flush()
             self._failure = exc
-            slot.idle.set()
+            for other in self._slots.values():
+                other.notify()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
             exc = self._failure
             raise OutputError(f"Kafka did not accept output: {exc!r}") from exc
-
-    def _raise_failures(self, done_only: bool) -> None:
-        still = []
-        for future in self._in_flight:
-            if not future.done():
-                if done_only:
-                    still.append(future)
-                continue
-            exc = future.exception()
-            if exc is not None:
-                raise OutputError(f"Kafka did not accept output: {exc!r}") from exc
-        self._in_flight = still
-
-    async def flush(self) -> None:
-        """Send everything added so far and wait until Kafka acknowledged all of it."""
-        while True:
-            busy = [slot for slot in self._slots.values() if slot.has_data() or not slot.idle.is_set()]
-            if not busy or self._failure is not None:
-                break
-            for slot in busy:
-                if slot.has_data():
-                    self._wake(slot)
-            await asyncio.wait([asyncio.ensure_future(slot.idle.wait()) for slot in busy])
-        self._raise_failure()
-        if self._in_flight:
-            await asyncio.wait(self._in_flight)
-        self._raise_failures(done_only=False)
-        self._in_flight = []
 
     async def close(self) -> None:
         """Stop the sender tasks (after :meth:`flush`, or when giving up)."""

@@ -106,6 +106,17 @@ def model_key() -> bytes | None:
     return key.encode() if key else None
 
 
+def load_model_state(blob: bytes) -> dict:
+    """The state pickled in sealed model bytes (``{"models": ModelSet, "sampler": ...}``).
+
+    The bytes are verified first, as on restore: SHA-256, the HMAC when ``RIVERBED_MODEL_KEY`` is
+    set, and :data:`MODEL_FORMAT`; refused bytes raise :class:`state.errors.StateError` and are
+    never unpickled.
+    """
+    payload = unseal(blob, expect_version=MODEL_FORMAT, key=model_key())
+    return pickle.loads(payload)  # integrity verified by unseal() above
+
+
 @dataclass
 class RunSummary:
     """What one ``run`` did (for the CLI and the demo report)."""
@@ -171,6 +182,7 @@ class Processor:
         self.resumed_from: int | None = None
         self.checkpoints_written = 0
         self.last_checkpoint = None
+        self._landing: asyncio.Future | None = None  # the checkpoint being made durable
         self._reported = dict.fromkeys(COUNT_NAMES, 0)
         self._events_since_sweep = 0
         self.busy_seconds = 0.0
@@ -267,6 +279,8 @@ class Processor:
                 self.merge = EventTimeMerge(
                     {self.topics.labels: LABEL_RANK, self.topics.events: EVENT_RANK},
                     max_wait_s=cfg.processor.max_wait_ms / 1000,
+                    leading=self.topics.events,
+                    seen=self._event_seen,
                 )
                 for tp in self._inputs:
                     self.merge.register((tp.topic, tp.partition))
@@ -275,8 +289,11 @@ class Processor:
                     ", ".join(f"{tp.topic}:{tp.partition}" for tp in self._inputs),
                     "the checkpointed offsets" if self.offsets else "the beginning",
                 )
-                processed = await self._loop()
-                await self.checkpoint()
+                try:
+                    processed = await self._loop()
+                    await self.checkpoint()
+                finally:
+                    await self._settle_checkpoint()
             finally:
                 await consumer.stop()
                 await producer.stop()
@@ -306,18 +323,17 @@ class Processor:
         spec = self._spec()
         for seq in self.store.checkpoints():
             ckpt = self.store.load(seq)
-            try:
-                payload = unseal(ckpt.model_blob, expect_version=MODEL_FORMAT, key=model_key())
-            except StateError as exc:
-                log.error("checkpoint %d refused: %s", seq, exc)
-                continue
             stored = ckpt.meta.get("spec")
             if stored != spec:
                 raise ModelSpecMismatch(
                     f"state dir {self.store.path} holds a model built from {stored}, but the config asks for "
                     f"{spec}: point [state] dir at another directory or restore the previous [model] settings"
                 )
-            state = pickle.loads(payload)  # integrity verified by unseal() above
+            try:
+                state = load_model_state(ckpt.model_blob)  # verified before it is unpickled
+            except StateError as exc:
+                log.error("checkpoint %d refused: %s", seq, exc)
+                continue
             if seq != self.store.checkpoints()[0]:
                 log.warning(
                     "resuming from older checkpoint %d: labels learned after it may count as duplicates", seq
@@ -353,8 +369,13 @@ class Processor:
         self.models = build_model_set(self.config)
         log.info("no checkpoint in %s: starting a new %s model (%s)", self.store.path, m.preset, m.task)
 
-    def checkpoint_meta(self) -> dict:
-        """The checkpoint's metadata from the live state (also the live ``/status`` document's source)."""
+    def checkpoint_meta(self, fingerprints: bool = False) -> dict:
+        """The checkpoint's metadata from the live state (also the live ``/status`` document's source).
+
+        Model fingerprints cost a canonical pickle of every model, so they are left out by default
+        (checkpoints do not store them); the live ``/status`` asks for them with ``fingerprints=True``
+        and ``riverbed status`` computes them from the checkpoint's model bytes.
+        """
         return {
             "created_at": time.time(),
             "spec": self._spec(),
@@ -365,24 +386,48 @@ class Processor:
             "events_since_sweep": self._events_since_sweep,
             "serving": self.models.serving,
             "pending": len(self.store.pending),
-            "models": self.models.describe(),
+            "models": self.models.describe(fingerprints=fingerprints),
             "drift": list(self.models.drift_log),
             "promotions": list(self.models.switch_log),
             "versions": {"riverbed": __version__, "river": river.__version__},
             "history": self.history.to_meta(),
         }
 
-    async def checkpoint(self) -> None:
-        """Flush output, then write model, pending changes and offsets in one atomic batch."""
+    async def checkpoint(self, wait: bool = True) -> None:
+        """Snapshot the state now and make it durable, without pausing the loop for the writing.
+
+        On the loop (the *pause*): wait for a previous checkpoint still in flight, take an output
+        barrier, pickle and seal the models, build the meta with the offsets of exactly what was
+        processed, and freeze the pending/learned overlays (:meth:`StateStore.begin_commit`).
+        Then, while processing goes on (the *landing*): wait until Kafka acknowledged every output
+        message before the barrier, write the synced RocksDB batch in a thread, and only then
+        commit the offsets to the consumer group. A crash before the batch is durable leaves the
+        previous checkpoint, exactly as before. ``wait=False`` returns after the pause.
+        """
+        await self._checkpoint_landed()
         started = time.perf_counter()
-        await self.output.flush()
+        barrier = self.output.barrier()
         blob = seal(
             pickle.dumps({"models": self.models, "sampler": self.sampler}, protocol=5),
             producer_version=MODEL_FORMAT,
             key=model_key(),
         )
         meta = self.checkpoint_meta()
-        ckpt = await asyncio.to_thread(self.store.commit, meta, blob)
+        offsets = dict(self.offsets)
+        commit = self.store.begin_commit(meta, blob)
+        self.metrics.checkpoint_pause.observe(time.perf_counter() - started)
+        self._landing = asyncio.ensure_future(self._land(commit, barrier, offsets, started))
+        if wait:
+            await self._checkpoint_landed()
+
+    async def _land(self, commit, barrier, offsets: dict, started: float) -> None:
+        try:
+            await self.output.wait(barrier)
+            await asyncio.to_thread(commit.write)
+        except BaseException:
+            self.store.abort_commit(commit)  # nothing lost: the next checkpoint writes it all
+            raise
+        ckpt = self.store.end_commit(commit)
         self.last_checkpoint = ckpt
         self.checkpoints_written += 1
         elapsed = time.perf_counter() - started
@@ -390,14 +435,31 @@ class Processor:
         self.metrics.checkpoint_size.set(ckpt.size_bytes)
         self.metrics.checkpoint_last_success.set(time.time())
         self.metrics.checkpoints.inc()
-        log.debug("checkpoint %d: %d bytes in %.3f s", ckpt.seq, ckpt.size_bytes, elapsed)
-        if self.offsets:
+        log.debug("checkpoint %d: %d bytes, durable after %.3f s", ckpt.seq, ckpt.size_bytes, elapsed)
+        if offsets:
             try:
-                await self.consumer.commit(
-                    {TopicPartition(t, p): o for (t, p), o in self.offsets.items()}
-                )
+                await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
             except Exception as exc:  # lag reporting only: the checkpoint is the truth
                 log.warning("could not commit offsets to the consumer group: %s", exc)
+
+    async def _settle_checkpoint(self) -> None:
+        """On the way out after an error: let a checkpoint in flight finish or fail (logged)."""
+        try:
+            await self._checkpoint_landed()
+        except Exception as exc:
+            log.error("the checkpoint in flight failed: %s", exc)
+
+    async def _checkpoint_landed(self) -> None:
+        """Wait for the checkpoint in flight, if any; raise what made it fail."""
+        landing, self._landing = self._landing, None
+        if landing is not None:
+            await landing
+
+    def _raise_if_checkpoint_failed(self) -> None:
+        landing = self._landing
+        if landing is not None and landing.done():
+            self._landing = None
+            landing.result()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -432,8 +494,9 @@ class Processor:
                 self.busy_seconds = time.monotonic() - first_at
                 await self.output.submit()
                 self._publish_counts()
+            self._raise_if_checkpoint_failed()
             if now >= next_checkpoint:
-                await self.checkpoint()
+                await self.checkpoint(wait=False)
                 self._publish_model_metrics()
                 self._publish_lag()
                 next_checkpoint = time.monotonic() + interval
@@ -475,6 +538,11 @@ class Processor:
             return Item(None, record.offset, (exc, record))
         ts = message.ts if message.ts is not None else record.timestamp / 1000.0
         return Item(ts, record.offset, (message, record))
+
+    def _event_seen(self, item: Item) -> bool:
+        """True when a label's event was already predicted (pending) or learned."""
+        label = item.payload[0]
+        return self.store.pending.get(label.id) is not None or self.store.learned.get(label.id) is not None
 
     def _process(self, items) -> int:
         n = 0

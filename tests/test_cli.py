@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import pickle
 import socket
+import types
 
 import pytest
 
@@ -69,6 +71,114 @@ def test_status_without_state_says_what_to_do(tmp_path, test_config):
     assert "run `riverbed run` first" in result.stderr
 
 
+def write_checkpoint(cfg, *, key: bytes | None = None, producer_version: str | None = None, damage: bool = False):
+    """A trained model set checkpointed into ``[state] dir`` as ``Processor.checkpoint`` does (no Kafka).
+
+    Returns the live model set and the sealed model bytes.
+    """
+    from state import StateStore, seal
+    from stream.datasets import open_dataset
+    from stream.processor import MODEL_FORMAT, Processor, build_model_set
+
+    processor = Processor(cfg, serve_metrics=False, serve_http=False)
+    processor.models = models = build_model_set(cfg)
+    for i, (x, y) in enumerate(open_dataset("phishing", limit=400).rows):
+        models.learn(x, y, models.predict(x, float(i)).record, float(i))
+    payload = pickle.dumps({"models": models, "sampler": processor.sampler}, protocol=5)
+    blob = seal(payload, producer_version=producer_version or MODEL_FORMAT, key=key)
+    if damage:
+        blob = blob[:-1] + bytes([blob[-1] ^ 0xFF])
+    with StateStore(cfg.state.dir) as store:
+        processor.store = store
+        store.commit(processor.checkpoint_meta(), blob)
+    return models, blob
+
+
+def model_state_config(test_config, tmp_path):
+    return test_config.replace(
+        state={"dir": str(tmp_path / "state")},
+        model={"preset": "hoeffding_adaptive", "task": "binary", "metrics": ["accuracy", "logloss"]},
+    )
+
+
+def test_checkpoint_meta_computes_no_fingerprints(monkeypatch, tmp_path, test_config):
+    """The checkpoint path leaves fingerprints out; the live /status asks for them explicitly."""
+    import learners.model_set
+    import learners.online_model
+    from stream.processor import Processor, build_model_set
+
+    cfg = model_state_config(test_config, tmp_path)
+    processor = Processor(cfg, serve_metrics=False, serve_http=False)
+    processor.models = build_model_set(cfg)
+    processor.store = types.SimpleNamespace(pending={})
+    expected = processor.models.models["hoeffding_adaptive"].fingerprint()
+    assert processor.checkpoint_meta(fingerprints=True)["models"]["hoeffding_adaptive"]["fingerprint"] == expected
+
+    def forbidden(model):
+        raise AssertionError("a fingerprint was computed")
+
+    monkeypatch.setattr(learners.model_set, "_fingerprint", forbidden)
+    monkeypatch.setattr(learners.online_model, "_fingerprint", forbidden)
+    meta = processor.checkpoint_meta()
+    assert "fingerprint" not in meta["models"]["hoeffding_adaptive"]
+    assert meta["models"]["hoeffding_adaptive"]["role"] == "champion"
+    with pytest.raises(AssertionError, match="a fingerprint was computed"):
+        processor.checkpoint_meta(fingerprints=True)
+
+
+def read_status_as_user(cfg, config_file, monkeypatch, model_key: str | None = None) -> tuple[dict, str]:
+    """``riverbed status --json`` and ``riverbed status`` of ``cfg``, run as a user runs them."""
+    env = {} if model_key is None else {"RIVERBED_MODEL_KEY": model_key}
+    document = json.loads(riverbed("status", "--json", config=config_file, env=env).stdout)
+    human = riverbed("status", config=config_file, env=env)
+    assert "Traceback" not in human.stderr
+    return document, human.stdout
+
+
+@pytest.mark.parametrize("key", [None, "s3cret"], ids=["unsigned", "signed"])
+def test_status_fingerprints_come_from_the_verified_model_bytes(monkeypatch, tmp_path, test_config, key):
+    from state import StateStore, unseal
+
+    cfg = model_state_config(test_config, tmp_path)
+    config_file = write_config(cfg, tmp_path / "c.toml")
+    live, blob = write_checkpoint(cfg, key=key.encode() if key else None)
+    with StateStore(cfg.state.dir, read_only=True) as store:
+        assert "fingerprint" not in store.load().meta["models"]["hoeffding_adaptive"]  # not stored: computed on read
+    restored = pickle.loads(unseal(blob, key=key.encode() if key else None))["models"]
+    expected = restored.models["hoeffding_adaptive"].fingerprint()
+    assert expected == restored.describe()["hoeffding_adaptive"]["fingerprint"]
+    assert expected == live.models["hoeffding_adaptive"].fingerprint()  # as the live model that was checkpointed
+
+    status, human = read_status_as_user(cfg, config_file, monkeypatch, key)
+    model = status["models"]["hoeffding_adaptive"]
+    assert model["fingerprint"] == expected and "fingerprint_error" not in model
+    assert model["n_learned"] == 400
+    assert f"fingerprint {expected}" in human
+
+
+@pytest.mark.parametrize(
+    ("written", "model_key", "fragment"),
+    [
+        ({"damage": True}, None, "SHA-256"),
+        ({"key": b"s3cret"}, "another", "HMAC"),
+        ({}, "s3cret", "not signed"),
+        ({"producer_version": "riverbed-models 1; river 0.0.1"}, None, "river 0.0.1"),
+    ],
+    ids=["damaged", "wrong-key", "unsigned-with-key", "other-river"],
+)
+def test_status_says_why_a_fingerprint_is_unavailable(monkeypatch, tmp_path, test_config, written, model_key, fragment):
+    cfg = model_state_config(test_config, tmp_path)
+    config_file = write_config(cfg, tmp_path / "c.toml")
+    write_checkpoint(cfg, **written)
+    status, human = read_status_as_user(cfg, config_file, monkeypatch, model_key)
+    model = status["models"]["hoeffding_adaptive"]
+    assert model["fingerprint"] is None
+    assert "model bytes of checkpoint 1 are refused" in model["fingerprint_error"]
+    assert fragment in model["fingerprint_error"]
+    assert model["n_learned"] == 400 and status["counts"]["events"] == 0  # the rest of the document is there
+    assert "fingerprint unavailable: the model bytes of checkpoint 1 are refused" in human
+
+
 def test_unreachable_cluster_is_one_line(tmp_path, test_config):
     cfg = test_config.replace(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "request_timeout_s": 5.0})
     result = riverbed("topics", "create", config=write_config(cfg, tmp_path / "c.toml"), check=False, timeout=120)
@@ -103,3 +213,14 @@ def test_topics_create_produce_run_tail(tmp_path, test_config, broker_bootstrap)
     assert first["value"]["id"] == "bananas-0" and first["value"]["model"] == "logreg"
     human = riverbed("status", config=config_file).stdout
     assert "50 labels learned" in human
+
+    from state import StateStore
+    from stream.processor import load_model_state
+
+    with StateStore(cfg.state.dir, read_only=True) as store:
+        ckpt = store.load()
+    assert "fingerprint" not in ckpt.meta["models"]["logreg"]  # the processor's checkpoints compute none
+    status = json.loads(riverbed("status", "--json", config=config_file).stdout)
+    restored = load_model_state(ckpt.model_blob)["models"]
+    assert status["models"]["logreg"]["fingerprint"] == restored.models["logreg"].fingerprint()
+    assert f"fingerprint {restored.models['logreg'].fingerprint()}" in human

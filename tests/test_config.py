@@ -69,6 +69,14 @@ def test_missing_file_and_bad_environment_variable(tmp_path):
         load_config(None, env={"RIVERBED_METRICS_PORT": "many"})
 
 
+def test_the_model_key_and_config_path_variables_are_not_settings(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\npreset = \"naive_bayes\"\n")
+    cfg = load_config(None, env={"RIVERBED_MODEL_KEY": "s3cret", "RIVERBED_CONFIG": str(path)})
+    assert cfg.model.preset == "naive_bayes"
+    assert "s3cret" not in to_toml(cfg)
+
+
 def test_to_toml_round_trips(tmp_path):
     cfg = load_config(None, env={}).replace(model={"metrics": ["mae", "rmse"], "task": "regression"})
     path = tmp_path / "out.toml"

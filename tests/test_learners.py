@@ -424,6 +424,38 @@ def test_fresh_presets_have_equal_fingerprints():
         assert fingerprint(build_model(preset, task)) == fingerprint(build_model(preset, task))
 
 
+def _no_fingerprints(monkeypatch):
+    """Make every route to the canonical fingerprint raise (ModelSet's and OnlineModel's)."""
+    import learners.model_set
+    import learners.online_model
+
+    def forbidden(model):
+        raise AssertionError("a fingerprint was computed")
+
+    monkeypatch.setattr(learners.model_set, "_fingerprint", forbidden)
+    monkeypatch.setattr(learners.online_model, "_fingerprint", forbidden)
+
+
+def test_describe_without_fingerprints_computes_none(monkeypatch):
+    from learners import ModelSet
+
+    models = ModelSet.build(("logreg", build_model("logreg", "binary")), [("nb", build_model("naive_bayes", "binary"))],
+                            "binary", ["accuracy"], window=50)
+    for x, y in SAMPLES["binary"](100):
+        models.learn(x, y, models.predict(x).record)
+    with_fingerprints = models.describe()
+    assert with_fingerprints["logreg"]["fingerprint"] == models.models["logreg"].fingerprint()
+
+    _no_fingerprints(monkeypatch)
+    without = models.describe(fingerprints=False)
+    assert set(without) == {"logreg", "nb"}
+    for name, entry in without.items():
+        assert "fingerprint" not in entry
+        assert entry == {k: v for k, v in with_fingerprints[name].items() if k != "fingerprint"}
+    with pytest.raises(AssertionError, match="a fingerprint was computed"):  # the patch does catch them
+        models.describe()
+
+
 # ---------------------------------------------------------------------------------------------
 # Import boundary: learners/ is pure River
 

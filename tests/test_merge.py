@@ -89,3 +89,80 @@ def test_same_records_give_the_same_order_whatever_the_fetch_chunking():
     assert len(orders) == 1
     (order,) = orders
     assert len(order) == 600
+
+
+# -- rule 6: labels wait for the events' event time at the live edge -------------------------------
+
+
+def live_edge_merge(max_wait_s=0.5, released=None):
+    seen = None if released is None else (lambda item: item.payload[1:] in released)
+    merge = EventTimeMerge(RANKS, max_wait_s=max_wait_s, leading="events", seen=seen)
+    merge.add(("events", 0), [], caught_up=True)
+    merge.add(("labels", 0), [], caught_up=True)
+    return merge
+
+
+def test_a_label_waits_for_its_event_that_is_not_on_the_broker_yet():
+    released = set()
+    merge = live_edge_merge(released=released)
+    merge.add(("events", 0), [Item(1.0, 0, "e1")], caught_up=True)
+    assert drain(merge) == ["e1"]
+    released.add("1")
+    # the label of event 2 overtook event 2 across topics: events look caught up
+    merge.add(("labels", 0), [Item(2.5, 0, "l2")], caught_up=True)
+    merge.set_caught_up(("events", 0), True)
+    assert drain(merge, waited=0.1) == []
+    merge.add(("events", 0), [Item(2.0, 1, "e2")], caught_up=True)
+    assert drain(merge, waited=0.0) == ["e2"]  # its event first ...
+    released.add("2")
+    assert drain(merge, waited=0.0) == ["l2"]  # ... then the label finds it pending: no more wait
+    assert merge.wait_expirations == 0
+
+
+def test_a_label_for_an_idle_events_stream_flows_after_one_short_wait():
+    merge = live_edge_merge(max_wait_s=0.5)
+    merge.add(("events", 0), [Item(1.0, 0, "e1")], caught_up=True)
+    assert drain(merge) == ["e1"]
+    merge.add(("labels", 0), [Item(5.0, 0, "l5")], caught_up=True)
+    assert drain(merge, waited=0.3) == []  # held from here on: later input waits count
+    assert drain(merge, waited=0.3) == []  # 0.3 s of waiting spent holding: not yet 0.5 s
+    assert drain(merge, waited=0.3) == ["l5"]  # 0.6 s
+    assert merge.wait_expirations == 1
+    merge.add(("labels", 0), [Item(6.0, 1, "l6"), Item(7.0, 2, "l7")], caught_up=True)
+    assert drain(merge, waited=0.0) == ["l6", "l7"]  # the wait stays over while events are idle
+    merge.add(("events", 0), [Item(8.0, 1, "e8")], caught_up=True)
+    assert drain(merge) == ["e8"]
+    merge.add(("labels", 0), [Item(9.0, 3, "l9")], caught_up=True)
+    assert drain(merge, waited=0.1) == []  # a new event re-arms the wait
+    assert merge.wait_expirations == 1
+
+
+def test_labels_older_than_the_released_events_never_wait():
+    merge = live_edge_merge(max_wait_s=60.0)
+    merge.add(("events", 0), [Item(float(i), i, f"e{i}") for i in range(10)], caught_up=True)
+    assert len(drain(merge)) == 10
+    merge.add(("labels", 0), [Item(3.0, 0, "l3"), Item(9.0, 1, "l9")], caught_up=True)
+    assert drain(merge) == ["l3", "l9"]  # ts <= the newest released event: its event was seen
+
+
+def test_events_never_wait_for_labels():
+    merge = live_edge_merge(max_wait_s=60.0)
+    merge.add(("labels", 0), [], caught_up=True)
+    merge.add(("events", 0), [Item(100.0, 0, "e100")], caught_up=True)
+    assert drain(merge) == ["e100"]
+
+
+def test_the_live_edge_rule_does_not_change_a_replay_order():
+    """With everything in the topics, rule 6 only holds the labels after the last event."""
+    events = [Item(float(i), i, f"e{i}") for i in range(200)]
+    labels = [Item(float(i + 5), i, f"l{i}") for i in range(200)]
+    plain = EventTimeMerge(RANKS, max_wait_s=1e9)
+    plain.add(("events", 0), list(events), caught_up=True)
+    plain.add(("labels", 0), list(labels), caught_up=True)
+    expected = drain(plain)
+    merge = live_edge_merge(max_wait_s=0.5)
+    merge.add(("events", 0), list(events), caught_up=True)
+    merge.add(("labels", 0), list(labels), caught_up=True)
+    first = drain(merge)
+    assert first == expected[:len(first)] and len(first) < len(expected)
+    assert first + drain(merge, waited=0.6) == expected

@@ -61,6 +61,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
         if last:
             return last
         time.sleep(interval)
+    what = what() if callable(what) else what
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
@@ -208,8 +209,12 @@ def live(test_config, broker_bootstrap, tmp_path_factory):
         for i in range(0, len(rest), chunk):  # the new concept arrives over a few scrapes
             produce(broker_bootstrap, t, rest[i:i + chunk], progress=False)
             time.sleep(1.2)
-        wait_for(lambda: live.processor.counts["events"] >= N_EVENTS and live.processor.counts["joined"] >= N_EVENTS,
-                 120, "the whole replay to be processed")
+        wait_for(lambda: live.error or (live.processor.counts["events"] >= N_EVENTS
+                                        and live.processor.counts["joined"] >= N_EVENTS),
+                 120, lambda: f"the whole replay to be processed (counts {live.processor.counts}, "
+                              f"buffered {live.processor.merge.buffered()}, error {live.error!r})")
+        if live.error:
+            raise live.error
         wait_for(lambda: live.processor.checkpoints_written >= 2 and live.processor.last_checkpoint.meta["counts"]["events"] == N_EVENTS,
                  30, "a checkpoint covering the whole replay")
         yield {"cfg": cfg, "processor": live.processor, "http": http, "prometheus": prometheus,

@@ -105,7 +105,7 @@ def test_predictions_follow_the_contract(service_config, broker_bootstrap):
 
 def events_checkpointed(cfg) -> int:
     try:
-        return read_status(cfg)["counts"]["events"]
+        return read_status(cfg, fingerprints=False)["counts"]["events"]  # polled: skip the model bytes
     except RiverbedError:  # no checkpoint yet
         return 0
 
@@ -124,7 +124,7 @@ def test_kill_9_at_random_moments_changes_nothing(test_config, broker_bootstrap,
         test_config, broker_bootstrap, tmp_path / "unused",
         model={"preset": "hoeffding_adaptive", "task": "binary", "metrics": ["accuracy", "logloss"]},
     )
-    base = base.replace(state={"checkpoint_interval_s": 0.3})
+    base = base.replace(state={"checkpoint_interval_s": 0.1})
     published = publish(base, "sea", delay=50, limit=40_000)
     assert (published["events"], published["labels"]) == (40_000, 40_000)
 
@@ -152,7 +152,7 @@ def test_kill_9_at_random_moments_changes_nothing(test_config, broker_bootstrap,
         while events_checkpointed(crashy) <= before:  # this run has checkpointed progress of its own
             assert time.monotonic() < deadline, "no checkpoint within 60 s"
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 0.4))  # then a random moment, usually between two checkpoints
+        time.sleep(rng.uniform(0.0, 0.15))  # then a random moment, often while a checkpoint lands
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
@@ -313,6 +313,8 @@ def test_corrupt_newest_checkpoint_falls_back_and_spec_mismatch_is_refused(servi
         blob = bytearray(newest.model_blob)
         blob[-1] ^= 0xFF
         store.commit(dict(newest.meta), bytes(blob))
+    refused = read_status(cfg)["models"]["logreg"]  # status still works, and says why there is no fingerprint
+    assert refused["fingerprint"] is None and "SHA-256" in refused["fingerprint_error"]
     summary = run_once(cfg)
     assert summary.resumed_from == first["checkpoint"]["seq"]
     assert read_status(cfg)["models"]["logreg"]["fingerprint"] == first["models"]["logreg"]["fingerprint"]

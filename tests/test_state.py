@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 
 import msgpack
 import pytest
@@ -24,6 +25,7 @@ from state import (
     IncompatibleStateError,
     MemoryPendingLabels,
     MissingStateError,
+    PendingCommit,
     PendingLabels,
     StateError,
     StateLockedError,
@@ -31,7 +33,7 @@ from state import (
     seal,
     unseal,
 )
-from state.pending import decode_ts, encode_ts
+from state.pending import LEARNED_LAYOUT, PENDING_LAYOUT, decode_ts, encode_ts
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 STATE_DIR = REPO_ROOT / "state"
@@ -858,3 +860,543 @@ def test_package_exports() -> None:
         "IncompatibleStateError",
         "StateLockedError",
     }
+
+
+# -- two-phase commit (begin_commit / PendingCommit.write / end_commit / abort_commit) -------
+
+
+class WriteHook:
+    """Stands in for a store's database from the next ``begin_commit`` on: ``write`` first runs
+    ``before_write`` (which may block or raise), everything else goes to the real database."""
+
+    def __init__(self, store: StateStore, before_write) -> None:
+        self.store = store
+        self.db = store._db  # noqa: SLF001
+        self.before_write = before_write
+        store._db = self  # noqa: SLF001 -- begin_commit hands this to the PendingCommit
+
+    def write(self, batch, options) -> None:
+        self.before_write()
+        self.db.write(batch, options)
+
+    def remove(self) -> None:
+        self.store._db = self.db  # noqa: SLF001
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def stored_entries(path: pathlib.Path, which: str = "pending") -> dict[str, tuple[float, bytes]]:
+    """``which``'s entries in the database, as a new read-only open sees them.
+
+    Also checks that the time index holds exactly one key per entry and the stored count.
+    """
+    layout = PENDING_LAYOUT if which == "pending" else LEARNED_LAYOUT
+    with StateStore(path, read_only=True) as reader:
+        db = reader._db  # noqa: SLF001
+
+        def scan(prefix: bytes) -> list[tuple[bytes, bytes]]:
+            items, it = [], db.iter()
+            it.seek(prefix)
+            while it.valid() and it.key().startswith(prefix):
+                items.append((it.key(), it.value()))
+                it.next()
+            return items
+
+        entries = {
+            key[len(layout.entry_prefix) :].decode(): (decode_ts(raw[:8]), raw[8:])
+            for key, raw in scan(layout.entry_prefix)
+        }
+        index = {key for key, _ in scan(layout.time_prefix)}
+        assert index == {layout.time_key(ts, event_id) for event_id, (ts, _) in entries.items()}
+        count = db.get(layout.count_key)
+        assert (0 if count is None else struct.unpack(">Q", count)[0]) == len(entries)
+        assert len(getattr(reader, which)) == len(entries)
+    return entries
+
+
+def test_begin_commit_freezes_the_overlays_and_end_commit_lands_them(
+    store_path: pathlib.Path,
+) -> None:
+    with StateStore(store_path) as store:
+        store.pending.put("committed", 1.0, b"c")
+        store.commit({"n": 1}, b"m1")
+        store.pending.put("frozen", 2.0, b"f")
+        store.learned.put("frozen", 2.0, b"")
+        pending_commit = store.begin_commit({"n": 2}, bytearray(b"m2"))
+        assert store.commit_in_flight is pending_commit
+        assert pending_commit.seq == 2 and not pending_commit.written
+        assert store.pending.overlay_size == 0  # the live overlay starts empty
+        assert store.pending.frozen is not None and "frozen" in store.pending.frozen.entries
+
+        store.pending.put("live", 3.0, b"l")
+        store.learned.put("live", 3.0, b"")
+        assert [store.pending.get(i) for i in ("committed", "frozen", "live")] == [b"c", b"f", b"l"]
+        assert (len(store.pending), len(store.learned)) == (3, 2)
+        assert store.checkpoints() == [1]  # not written yet
+
+        pending_commit.write()
+        assert pending_commit.written
+        ckpt = store.end_commit(pending_commit)
+        assert ckpt == Checkpoint(
+            seq=2,
+            meta={"n": 2, "seq": 2},
+            model_blob=b"m2",
+            size_bytes=2 + len(msgpack.packb({"n": 2, "seq": 2})),
+        )
+        assert store.load() == ckpt and store.checkpoints() == [2, 1]
+        assert store.commit_in_flight is None and store.pending.frozen is None
+        assert store.pending.overlay_size == 1  # "live" is still uncommitted
+        assert stored_entries(store_path) == {"committed": (1.0, b"c"), "frozen": (2.0, b"f")}
+        assert stored_entries(store_path, "learned") == {"frozen": (2.0, b"")}
+    with StateStore(store_path) as store:  # closing discarded the live overlay only
+        assert store.pending.get("frozen") == b"f"
+        assert store.pending.get("live") is None
+        assert (len(store.pending), len(store.learned)) == (2, 1)
+
+
+def test_put_over_the_committing_layer(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        labels = store.pending
+        labels.put("db", 1.0, b"d")
+        labels.put("db-deleted", 1.5, b"x")
+        store.commit({}, b"m1")
+        labels.put("frozen", 2.0, b"f")
+        labels.delete("db-deleted")
+        pending_commit = store.begin_commit({}, b"m2")
+
+        # Newest value in the committing layer: its ts is the old one, and the id is not fresh
+        # (the database will hold it), so deleting it leaves a tombstone.
+        labels.put("frozen", 7.0, b"f2")
+        assert labels.get("frozen") == b"f2" and len(labels) == 2
+        labels.delete("frozen")
+        assert labels.overlay_size == 1 and labels.get("frozen") is None and len(labels) == 1
+        labels.put("frozen", 8.0, b"f3")
+        # Tombstoned in the committing layer: fresh, deleting it just forgets it.
+        labels.put("db-deleted", 3.0, b"again")
+        assert labels.get("db-deleted") == b"again" and len(labels) == 3
+        assert labels.overlay_size == 2
+        labels.delete("db-deleted")
+        assert labels.overlay_size == 1 and labels.get("db-deleted") is None
+        # Absent from the committing layer and the database: fresh.
+        labels.put("new", 4.0, b"n")
+        labels.delete("new")
+        assert labels.overlay_size == 1
+        labels.put("new", 4.0, b"n")
+        # Only in the database: not fresh.
+        labels.put("db", 5.0, b"d2")
+        assert len(labels) == 3
+
+        pending_commit.write()
+        store.end_commit(pending_commit)
+        assert stored_entries(store_path) == {"db": (1.0, b"d"), "frozen": (2.0, b"f")}
+        store.commit({}, b"m3")
+        assert stored_entries(store_path) == {
+            "db": (5.0, b"d2"),
+            "frozen": (8.0, b"f3"),
+            "new": (4.0, b"n"),
+        }
+    with StateStore(store_path) as store:
+        assert store.pending.expire(7.5) == 2  # db at 5.0, new at 4.0; not frozen's old times
+        assert store.pending.get("frozen") == b"f3"
+
+
+def test_delete_and_expire_during_a_commit(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        labels = store.pending
+        labels.put("db-old", 1.0, b"v")
+        labels.put("db-moved-live", 2.0, b"v")
+        labels.put("db-moved-frozen", 1.5, b"v")
+        labels.put("db-late", 50.0, b"v")
+        store.commit({}, b"m1")
+        labels.put("db-moved-frozen", 10.0, b"w")  # the database's ts 1.5 is superseded
+        labels.put("frozen-deleted", 3.0, b"v")
+        labels.put("frozen-moved-live", 4.0, b"v")
+        labels.put("frozen-old", 3.5, b"v")
+        labels.put("frozen-late", 60.0, b"v")
+        pending_commit = store.begin_commit({}, b"m2")
+        assert len(labels) == 8
+
+        labels.delete("frozen-deleted")
+        assert labels.get("frozen-deleted") is None and labels.overlay_size == 1
+        labels.put("frozen-moved-live", 20.0, b"w")
+        labels.put("db-moved-live", 30.0, b"w")
+        assert len(labels) == 7
+        assert labels.expire(5.0) == 2  # db-old, frozen-old
+        for gone in ("db-old", "frozen-old", "frozen-deleted"):
+            assert labels.get(gone) is None
+        for kept in ("db-moved-live", "db-moved-frozen", "frozen-moved-live"):
+            assert labels.get(kept) == b"w"
+        assert len(labels) == 5
+        assert labels.expire(5.0) == 0
+
+        pending_commit.write()
+        store.end_commit(pending_commit)
+        assert len(labels) == 5
+        assert labels.expire(5.0) == 0  # the rescanned database is superseded where it's old
+        store.commit({}, b"m3")
+        assert set(stored_entries(store_path)) == {
+            "db-moved-live",
+            "db-moved-frozen",
+            "frozen-moved-live",
+            "db-late",
+            "frozen-late",
+        }
+    with StateStore(store_path) as store:
+        assert store.pending.expire(25.0) == 2  # db-moved-frozen at 10, frozen-moved-live at 20
+        assert store.pending.expire(55.0) == 2  # db-moved-live at 30, db-late at 50
+        assert len(store.pending) == 1
+
+
+@pytest.mark.parametrize("when", ["in-flight", "ended", "aborted"])
+def test_expire_finds_entries_below_the_scanned_range(store_path: pathlib.Path, when: str) -> None:
+    with StateStore(store_path) as store:
+        labels = store.pending
+        labels.put("old", 1.0, b"v")
+        store.commit({}, b"m1")
+        assert labels.expire(5.0) == 1  # the database's time index is scanned up to 5.0
+        labels.put("late-arrival", 2.0, b"v")  # below the scanned range
+        pending_commit = store.begin_commit({}, b"m2")
+        if when != "in-flight":
+            if when == "ended":
+                pending_commit.write()
+                store.end_commit(pending_commit)  # "late-arrival" is in the database now
+            else:
+                store.abort_commit(pending_commit)
+        assert labels.expire(5.0) == 1
+        assert labels.get("late-arrival") is None and len(labels) == 0
+        if store.commit_in_flight is not None:
+            pending_commit.write()
+            store.end_commit(pending_commit)
+        store.commit({}, b"m3")
+    assert stored_entries(store_path) == {}
+
+
+def test_counts_are_stored_as_of_begin_commit(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        for i in range(5):
+            store.pending.put(f"e{i}", float(i), b"v")
+        store.commit({}, b"m1")  # 5 committed
+        store.pending.delete("e0")
+        pending_commit = store.begin_commit({}, b"m2")  # 4 as of now
+        store.pending.put("live", 9.0, b"v")
+        store.pending.delete("e1")
+        assert len(store.pending) == 4
+        store.abort_commit(pending_commit)
+        assert len(store.pending) == 4
+        pending_commit = store.begin_commit({}, b"m2")  # 4
+        store.pending.expire(3.0)  # e2 (e0, e1 are gone)
+        assert len(store.pending) == 3
+        pending_commit.write()
+        store.end_commit(pending_commit)
+        assert len(store.pending) == 3
+        assert len(stored_entries(store_path)) == 4
+        store.pending.delete("e3")
+        assert len(store.pending) == 2
+    with StateStore(store_path) as store:  # close = crash: back to the count of checkpoint 2
+        assert len(store.pending) == 4
+        assert store.checkpoints() == [2, 1]
+
+
+def test_failed_write_and_abort_lose_nothing(store_path: pathlib.Path) -> None:
+    def fail() -> None:
+        raise Exception("IO error: No space left on device")
+
+    with StateStore(store_path) as store:
+        store.pending.put("kept", 1.0, b"k")
+        store.pending.put("gone", 2.0, b"g")
+        store.learned.put("l1", 1.0, b"")
+        store.commit({"n": 1}, b"m1")
+        store.pending.put("frozen-new", 3.0, b"f")
+        store.pending.delete("gone")
+        store.pending.put("kept", 4.0, b"k2")
+        store.learned.put("l2", 2.0, b"")
+        hook = WriteHook(store, fail)
+        pending_commit = store.begin_commit({"n": 2}, b"m2")
+        store.pending.put("live-new", 5.0, b"l")
+        store.pending.put("frozen-new", 6.0, b"f2")  # the live change wins over the frozen one
+        store.learned.delete("l1")
+
+        with pytest.raises(StateError, match="could not write checkpoint 2.*No space left"):
+            pending_commit.write()
+        assert not pending_commit.written and store.checkpoints() == [1]
+        with pytest.raises(StateError, match="not written.*abort_commit"):
+            store.end_commit(pending_commit)
+        store.abort_commit(pending_commit)
+        assert store.commit_in_flight is None and store.pending.frozen is None
+        with pytest.raises(StateError, match="aborted"):
+            pending_commit.write()
+
+        expected = {"kept": b"k2", "frozen-new": b"f2", "live-new": b"l", "gone": None}
+        assert {i: store.pending.get(i) for i in expected} == expected
+        assert (len(store.pending), len(store.learned)) == (3, 1)
+        with pytest.raises(StateError, match="could not write checkpoint 2"):
+            store.commit({"n": 2}, b"m2")  # commit aborts by itself
+        assert store.commit_in_flight is None
+        assert {i: store.pending.get(i) for i in expected} == expected
+        hook.remove()
+
+        assert store.pending.expire(3.5) == 0  # the database's kept@1.0, gone@2.0 are superseded
+        assert store.commit({"n": 2}, b"m2").seq == 2  # the failed seq is not skipped
+    assert stored_entries(store_path) == {
+        "frozen-new": (6.0, b"f2"),
+        "kept": (4.0, b"k2"),
+        "live-new": (5.0, b"l"),
+    }
+    assert stored_entries(store_path, "learned") == {"l2": (2.0, b"")}
+
+
+def test_abort_merges_the_committing_layer_back_under_the_live_overlay(
+    store_path: pathlib.Path,
+) -> None:
+    with StateStore(store_path) as store:
+        labels = store.pending
+        labels.put("x", 1.0, b"x")
+        labels.put("y", 2.0, b"y")
+        labels.put("w", 10.0, b"w")
+        store.commit({}, b"m1")
+        labels.delete("x")  # frozen tombstone over the database
+        labels.put("z", 3.0, b"z")  # frozen fresh put
+        labels.put("y", 4.0, b"y2")  # frozen put over the database
+        pending_commit = store.begin_commit({}, b"m2")
+        labels.put("x", 5.0, b"x2")  # fresh over the frozen tombstone, not over the database
+        labels.put("z", 6.0, b"z2")
+        store.abort_commit(pending_commit)
+        assert len(labels) == 4
+
+        labels.delete("x")  # must not uncover the database's "x"
+        assert labels.get("x") is None
+        labels.delete("z")
+        assert labels.get("z") is None
+        assert len(labels) == 2
+        assert labels.expire(4.5) == 1  # y at 4.0; the database's y at 2.0 is superseded
+        assert len(labels) == 1
+        store.commit({}, b"m2")
+    assert stored_entries(store_path) == {"w": (10.0, b"w")}
+
+
+def test_commit_protocol_misuse_is_refused(store_path: pathlib.Path) -> None:
+    with StateStore(store_path) as store:
+        store.pending.put("e", 1.0, b"v")
+        with pytest.raises(TypeError, match="msgpack-able"):
+            store.begin_commit({"bad": object()}, b"m")
+        assert store.commit_in_flight is None and store.pending.overlay_size == 1
+        pending_commit = store.begin_commit({}, b"m")
+        with pytest.raises(StateError, match="checkpoint 1 is still in flight"):
+            store.begin_commit({}, b"m")
+        with pytest.raises(StateError, match="still in flight"):
+            store.commit({}, b"m")
+        with pytest.raises(StateError, match="call its write"):
+            store.end_commit(pending_commit)
+        pending_commit.write()
+        with pytest.raises(StateError, match="already written; call end_commit"):
+            pending_commit.write()
+        with pytest.raises(StateError, match="already written; call end_commit"):
+            store.abort_commit(pending_commit)
+        assert store.end_commit(pending_commit).seq == 1
+        with pytest.raises(StateError, match="not the commit in flight"):
+            store.end_commit(pending_commit)
+        with pytest.raises(StateError, match="not the commit in flight"):
+            store.abort_commit(pending_commit)
+    with StateStore(store_path, read_only=True) as reader:
+        with pytest.raises(StateError, match="read-only"):
+            reader.begin_commit({}, b"m")
+    with pytest.raises(StateError, match="closed"):
+        store.begin_commit({}, b"m")
+    assert {"PendingCommit", "FrozenOverlay"} <= set(state.__all__)
+
+
+@pytest.mark.parametrize("when", ["not-written", "written", "writing"])
+def test_close_with_a_commit_in_flight(store_path: pathlib.Path, when: str) -> None:
+    store = StateStore(store_path)
+    store.pending.put("committed", 1.0, b"c")
+    store.commit({}, b"m1")
+    store.pending.put("frozen", 2.0, b"f")
+    writing, release = threading.Event(), threading.Event()
+    WriteHook(store, lambda: writing.set() or release.wait(20))
+    pending_commit = store.begin_commit({}, b"m2")
+    store.pending.put("live", 3.0, b"l")
+    if when == "not-written":
+        store.close()
+        with pytest.raises(StateError, match="closed before it was written"):
+            pending_commit.write()
+    elif when == "written":
+        release.set()
+        pending_commit.write()
+        store.close()
+        assert pending_commit.written
+        with pytest.raises(StateError, match="already written"):
+            pending_commit.write()
+    else:
+        writer = threading.Thread(target=pending_commit.write)
+        writer.start()
+        assert writing.wait(20)  # write() holds the commit now
+        closer = threading.Thread(target=store.close)
+        closer.start()
+        closer.join(0.3)
+        assert closer.is_alive(), "close() must wait for the running write()"
+        release.set()
+        writer.join(20)
+        closer.join(20)
+        assert not writer.is_alive() and not closer.is_alive()
+        assert pending_commit.written
+    assert store.closed
+    with pytest.raises(StateError, match="closed"):
+        store.end_commit(pending_commit)
+    with StateStore(store_path) as reopened:
+        landed = when != "not-written"
+        assert reopened.checkpoints() == ([2, 1] if landed else [1])
+        assert reopened.pending.get("frozen") == (b"f" if landed else None)
+        assert reopened.pending.get("live") is None
+        assert len(reopened.pending) == (2 if landed else 1)
+
+
+def test_write_runs_in_a_thread_while_the_owner_changes_the_overlays(
+    store_path: pathlib.Path,
+) -> None:
+    rng = random.Random(424242)
+    ids = [f"e{i}" for i in range(30000)]
+    reference: dict[str, tuple[float, bytes]] = {}
+    with StateStore(store_path) as store:
+        labels = store.pending
+        for i, event_id in enumerate(ids[:10000]):
+            labels.put(event_id, float(i), b"committed")
+            reference[event_id] = (float(i), b"committed")
+        store.commit({}, b"m1")
+        for i, event_id in enumerate(ids):  # a big committing layer: staging takes a while
+            if i % 3 == 0:
+                labels.delete(event_id)
+                reference.pop(event_id, None)
+            else:
+                labels.put(event_id, float(i) + 0.5, b"frozen")
+                reference[event_id] = (float(i) + 0.5, b"frozen")
+        snapshot = dict(reference)
+
+        owner_worked = threading.Event()
+        WriteHook(store, lambda: owner_worked.wait(20))  # the write lands after the owner ran
+        pending_commit = store.begin_commit({"n": 2}, b"m2")
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                pending_commit.write()
+            except BaseException as exc:  # noqa: BLE001 -- reported by the owner thread
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        ops = 0
+        while writer.is_alive() or ops < 2000:
+            if ops == 2000:
+                assert writer.is_alive()  # all 2000 ops ran while write() was in progress
+                owner_worked.set()
+            event_id = rng.choice(ids)
+            op = rng.random()
+            if op < 0.5:
+                ts = float(rng.randrange(40000))
+                labels.put(event_id, ts, b"live")
+                reference[event_id] = (ts, b"live")
+            elif op < 0.7:
+                labels.delete(event_id)
+                reference.pop(event_id, None)
+            elif op < 0.72:
+                before = float(rng.randrange(3000))
+                expected = [k for k, (ts, _) in reference.items() if ts < before]
+                assert labels.expire(before) == len(expected)
+                for k in expected:
+                    del reference[k]
+            assert labels.get(event_id) == (reference.get(event_id) or (None, None))[1]
+            assert len(labels) == len(reference)
+            ops += 1
+        writer.join()
+        assert errors == []
+        assert store.end_commit(pending_commit).seq == 2
+        assert stored_entries(store_path) == snapshot
+        store.commit({"n": 3}, b"m3")
+    assert stored_entries(store_path) == reference
+
+
+@pytest.mark.parametrize("which", ["pending", "learned"])
+def test_two_phase_commit_against_a_reference_model(store_path: pathlib.Path, which: str) -> None:
+    rng = random.Random(20240612)
+    failing = False
+
+    def maybe_fail() -> None:
+        if failing:
+            raise Exception("IO error: injected")
+
+    store = StateStore(store_path)
+    WriteHook(store, maybe_fail)
+    labels = getattr(store, which)
+    reference: dict[str, tuple[float, bytes]] = {}
+    pending_commit: PendingCommit | None = None
+    snapshot: dict[str, tuple[float, bytes]] = {}
+    seq = 0
+    ended = aborted = 0
+    for step in range(4000):
+        now = step // 4
+        event_id = f"id{rng.randrange(150)}"
+        op = rng.random()
+        if op < 0.45:
+            ts = float(rng.randrange(now, now + 300))
+            value = rng.randbytes(rng.randrange(6))
+            labels.put(event_id, ts, value)
+            reference[event_id] = (ts, value)
+        elif op < 0.6:
+            labels.delete(event_id)
+            reference.pop(event_id, None)
+        elif op < 0.7:
+            before = float(rng.randrange(max(0, now - 50), now + 100))
+            expected = [k for k, (ts, _) in reference.items() if ts < before]
+            assert labels.expire(before) == len(expected)
+            for k in expected:
+                del reference[k]
+        elif op < 0.85:
+            assert labels.get(event_id) == (reference.get(event_id) or (None, None))[1]
+        elif pending_commit is None:
+            pending_commit = store.begin_commit({"step": step}, b"model")
+            assert pending_commit.seq == seq + 1
+            snapshot = dict(reference)
+        elif not pending_commit.written:
+            choice = rng.random()
+            if choice < 0.6:
+                pending_commit.write()
+            elif choice < 0.75:
+                failing = True
+                with pytest.raises(StateError, match="injected"):
+                    pending_commit.write()
+                failing = False
+                if rng.random() < 0.5:
+                    pending_commit.write()  # a retry after a failure
+            else:
+                store.abort_commit(pending_commit)
+                pending_commit = None
+                aborted += 1
+        else:
+            ckpt = store.end_commit(pending_commit)
+            seq += 1
+            ended += 1
+            assert ckpt.seq == seq
+            pending_commit = None
+            if ended % 4 == 0:  # a fresh read-only open sees the state as of begin_commit
+                assert stored_entries(store_path, which) == snapshot
+        assert len(labels) == len(reference)
+        if rng.random() < 0.3:
+            probe = f"id{rng.randrange(150)}"
+            assert labels.get(probe) == (reference.get(probe) or (None, None))[1]
+    assert ended > 50 and aborted > 10
+    if pending_commit is not None:
+        if not pending_commit.written:
+            pending_commit.write()
+        store.end_commit(pending_commit)
+        assert stored_entries(store_path, which) == snapshot
+    store.commit({}, b"final")
+    store.close()
+    assert stored_entries(store_path, which) == reference
+    with StateStore(store_path) as reopened:
+        labels = getattr(reopened, which)
+        assert len(labels) == len(reference)
+        for i in range(150):
+            assert labels.get(f"id{i}") == (reference.get(f"id{i}") or (None, None))[1]
+        before = float(rng.randrange(1000, 1300))
+        assert labels.expire(before) == sum(ts < before for ts, _ in reference.values())
