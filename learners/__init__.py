@@ -9,7 +9,7 @@ from __future__ import annotations
 from learners.errors import LearnerError
 from learners.evaluation import Prequential
 from learners.fingerprint import fingerprint
-from learners.metrics import build_metric, metric_names
+from learners.metrics import build_metric, metric_names, river_metric
 from learners.drift import ACTIONS, DETECTORS, INPUT_DETECTORS
 from learners.model_set import DriftSettings, ModelSet, PromotionPolicy, Served
 from learners.online_model import OnlineModel
@@ -30,6 +30,7 @@ __all__ = [
     "Prequential",
     "Served",
     "build_metric",
+    "river_metric",
     "build_model",
     "fingerprint",
     "metric_names",

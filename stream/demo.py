@@ -15,7 +15,7 @@ import time
 
 from river import evaluate
 
-from learners import build_metric, build_model
+from learners import build_model, river_metric
 from stream.broker import ensure_kafka
 from stream.cli import read_status
 from stream.config import Config
@@ -32,7 +32,7 @@ def river_reference(dataset: str, limit: int | None, preset: str, task: str, met
     """River's own progressive validation score for the same data, model and delay."""
     samples = open_dataset(dataset, limit=limit)
     return evaluate.progressive_val_score(
-        list(samples.rows), build_model(preset, task), build_metric(metric, task), delay=delay
+        list(samples.rows), build_model(preset, task), river_metric(metric, task), delay=delay
     ).get()
 
 

@@ -27,6 +27,7 @@ from learners import (
     OnlineModel,
     Prequential,
     build_metric,
+    river_metric,
     build_model,
     fingerprint,
     metric_names,
@@ -308,7 +309,7 @@ def test_prequential_parity_with_progressive_val_score(preset, task, metric, dat
     online = replay(dataset(), OnlineModel(preset, build_model(preset, task), task, [metric]),
                     delay)
     expected = evaluate.progressive_val_score(
-        dataset(), build_model(preset, task), build_metric(metric, task), delay=delay
+        dataset(), build_model(preset, task), river_metric(metric, task), delay=delay
     ).get()
     got = online.evaluation.values()[metric]
     assert abs(got - expected) <= 1e-12, (got, expected)
@@ -321,7 +322,7 @@ def test_parity_survives_pickle_restarts():
     online = replay(datasets.Phishing(), online, delay=100, checkpoint_every=97)
     for name, value in online.evaluation.values().items():
         expected = evaluate.progressive_val_score(
-            datasets.Phishing(), build_model("logreg", "binary"), build_metric(name, "binary"),
+            datasets.Phishing(), build_model("logreg", "binary"), river_metric(name, "binary"),
             delay=100,
         ).get()
         assert abs(value - expected) <= 1e-12, (name, value, expected)

@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 from river import evaluate
 
-from learners import build_metric, build_model
+from learners import build_model, river_metric
 from stream.cli import read_status
 from stream.datasets import open_dataset
 from stream.errors import RiverbedError
@@ -83,7 +83,7 @@ def test_prequential_metrics_equal_river_progressive_val_score(test_config, brok
     assert status["counts"]["joined"] == 1250 == model["n_learned"]
     for name in ("rocauc", "accuracy", "logloss"):
         expected = evaluate.progressive_val_score(
-            open_dataset("phishing").rows, build_model("logreg", "binary"), build_metric(name, "binary"), delay=delay
+            open_dataset("phishing").rows, build_model("logreg", "binary"), river_metric(name, "binary"), delay=delay
         ).get()
         assert model["metrics"][name] == pytest.approx(expected, abs=1e-12), name
 

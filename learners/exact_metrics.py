@@ -1,0 +1,135 @@
+"""River's ``Accuracy`` and ``ROCAUC``, with the same values to the bit and far fewer operations.
+
+Every label updates each metric once cumulatively and twice more in the rolling window (one
+update, one revert of the label leaving it). River keeps ``ROCAUC`` as ten full
+``ConfusionMatrix`` objects (nested dicts, six additions each) and ``Accuracy`` as one; profiled
+on the default config, these updates were about a fifth of the processing loop.
+
+The classes here subclass River's and keep exactly the accumulators River's ``get`` reads,
+each receiving the same additions in the same order, so ``get`` returns the same float for any
+sequence of ``update``/``revert`` calls and any weights (tested against River's classes on
+random streams):
+
+* ``Accuracy``: River reads ``cm.total_true_positives / cm.total_weight``; both sums are kept.
+* ``ROCAUC``: for threshold ``i`` River reads, from its ``i``-th confusion matrix over
+  ``(y_true == pos_val, p_true > t_i)``: ``data[True][True]``, ``sum_row[True]``,
+  ``sum_col[True]`` and ``total_true_positives``; the first, third and fourth are kept per
+  threshold, ``sum_row[True]`` (the same for every threshold) once. ``get`` then computes the
+  rates and the trapezoid exactly as River does.
+
+>>> from river import metrics
+>>> ours, river_s = ROCAUC(), metrics.ROCAUC()
+>>> for y, p in [(0, .1), (0, .4), (1, .35), (1, .8)]:
+...     ours.update(y, p)
+...     river_s.update(y, p)
+>>> bool(ours.get() == river_s.get()), ours
+(True, ROCAUC: 87.50%)
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from river import metrics
+
+__all__ = ["Accuracy", "ROCAUC"]
+
+
+class Accuracy(metrics.Accuracy):
+    """River's :class:`river.metrics.Accuracy` (same values) without a confusion matrix.
+
+    >>> metric = Accuracy()
+    >>> for y, p in [(True, True), (False, True), (True, False), (True, True), (True, True)]:
+    ...     metric.update(y, p)
+    >>> metric
+    Accuracy: 60.00%
+    """
+
+    def __init__(self):
+        self._correct = 0.0  # River: cm.total_true_positives
+        self._weight = 0.0  # River: cm.total_weight
+
+    @property
+    def cm(self):  # River's own code never needs it for this metric; say so if anything does
+        raise AttributeError("riverbed's exact Accuracy keeps no confusion matrix")
+
+    def update(self, y_true, y_pred, w=1.0) -> None:
+        self._weight += w
+        if y_true == y_pred:
+            self._correct += w
+
+    def revert(self, y_true, y_pred, w=1.0) -> None:
+        self._weight -= w
+        if y_true == y_pred:
+            self._correct -= w
+
+    def get(self) -> float:
+        try:
+            return self._correct / self._weight
+        except ZeroDivisionError:
+            return 0.0
+
+
+class ROCAUC(metrics.ROCAUC):
+    """River's :class:`river.metrics.ROCAUC` (same values, same thresholds) without ten confusion
+    matrices: one update touches only the thresholds below the score."""
+
+    def __init__(self, n_thresholds=10, pos_val=True):
+        self.n_thresholds = n_thresholds
+        self.pos_val = pos_val
+        self.thresholds = [i / (n_thresholds - 1) for i in range(n_thresholds)]
+        self.thresholds[0] -= 1e-7
+        self.thresholds[-1] += 1e-7
+        self._tp = [0.0] * n_thresholds  # River: cms[i].data[True][True]
+        self._above = [0.0] * n_thresholds  # River: cms[i].sum_col[True]
+        self._correct = [0.0] * n_thresholds  # River: cms[i].total_true_positives
+        self._positives = 0.0  # River: cms[i].sum_row[True], the same for every i
+
+    @property
+    def cms(self):
+        raise AttributeError("riverbed's exact ROCAUC keeps no confusion matrices")
+
+    def _add(self, y_true, y_pred, w) -> None:
+        p_true = y_pred.get(True, 0.0) if isinstance(y_pred, dict) else y_pred
+        positive = y_true == self.pos_val
+        # thresholds[i] < p_true exactly for i < above (River tests `p_true > t` for each one)
+        above = bisect_left(self.thresholds, p_true)
+        tp, col, correct = self._tp, self._above, self._correct
+        for i in range(above):  # predicted positive
+            col[i] += w
+            if positive:
+                tp[i] += w
+                correct[i] += w
+        if positive:
+            self._positives += w
+        else:
+            for i in range(above, self.n_thresholds):  # predicted negative, truly negative
+                correct[i] += w
+
+    def update(self, y_true, y_pred, w=1.0) -> None:
+        self._add(y_true, y_pred, w)
+
+    def revert(self, y_true, y_pred, w=1.0) -> None:
+        self._add(y_true, y_pred, -w)
+
+    def get(self):
+        from scipy import integrate
+
+        n = self.n_thresholds
+        tprs = [0] * n
+        fprs = [0] * n
+
+        def safe_div(a, b):
+            try:
+                return a / b
+            except ZeroDivisionError:
+                return 0.0
+
+        for i in range(n):
+            tp = self._tp[i]
+            tn = self._correct[i] - tp
+            fp = self._above[i] - tp
+            fn = self._positives - tp
+            tprs[i] = safe_div(a=tp, b=tp + fn)
+            fprs[i] = safe_div(a=fp, b=fp + tn)
+        return -integrate.trapezoid(x=fprs, y=tprs)
