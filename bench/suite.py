@@ -75,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", default="logreg,hoeffding_adaptive", help="comma-separated presets")
     p.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma-separated subset of {','.join(ALL_ROWS)}")
     p.add_argument("--dataset", default="sea", help="built-in dataset replayed as the workload (default sea)")
-    p.add_argument("--loads", default="0.5,0.8", help="latency runs at these fractions of riverbed's rate")
+    p.add_argument("--loads", default="0.1,0.5,0.8", help="latency runs at these fractions of riverbed's rate")
     p.add_argument("--latency-seconds", type=float, default=12.0, help="length of each latency run")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(ROOT)})")
     p.add_argument("--bootstrap", default="", help="use this running Kafka instead of starting one")
