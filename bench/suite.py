@@ -241,8 +241,11 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float) -> dict:
     if not watcher.seen.wait(120):
         proc.kill()
         raise RuntimeError("the live processor did not start")
+    broker_cpu = _process_cpu_seconds(ctx.get("broker_pid"))
     producer = run_row({"kind": "producer", "bootstrap": bootstrap, "topics": topics, "rate": target_rate, "n": n,
                         "dataset": ctx["dataset"], "label_delay": 100}, workdir)
+    if broker_cpu is not None:
+        broker_cpu = _process_cpu_seconds(ctx.get("broker_pid")) - broker_cpu
     try:
         proc.wait(timeout=300)
     except subprocess.TimeoutExpired:
@@ -265,7 +268,24 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float) -> dict:
         "freshness": result.get("freshness"),
         "checkpoint_duty": result["checkpoint_duty"],
         "processor_peak_rss_bytes": result["peak_rss_bytes"],
+        # CPU in cores (CPU seconds / wall seconds) while the load ran: the three share 2 cores
+        "cpu_cores": {
+            "riverbed": result["cpu_seconds"] / result["seconds"],
+            "load_generator": producer["cpu_seconds"] / producer["seconds"],
+            "broker": None if broker_cpu is None else broker_cpu / producer["seconds"],
+        },
     }
+
+
+def _process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (all threads), from /proc; None if unknown."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def measure_recovery(ctx: dict, preset: str, topics: dict, rate: float) -> dict:
@@ -401,7 +421,7 @@ def run(args: argparse.Namespace) -> dict:
             broker.start()
             bootstrap = broker.bootstrap
         ctx = {"bootstrap": bootstrap, "workdir": workdir, "dataset": args.dataset, "events": args.events,
-               "latency_seconds": args.latency_seconds}
+               "latency_seconds": args.latency_seconds, "broker_pid": broker.running_pid() if broker else None}
         workload = Workload(args.dataset, args.events)
         topics = topic_names(f"bench-{args.dataset}-{uuid.uuid4().hex[:6]}")
         create(bootstrap, {k: topics[k] for k in ("events", "labels")})
@@ -514,6 +534,12 @@ def _fmt(value, spec: str, none: str = "–") -> str:
     return none if value is None else format(value, spec)
 
 
+def _cores(cpu: dict | None) -> str:
+    if not cpu:
+        return "–"
+    return " / ".join(_fmt(cpu.get(k), ".2f") for k in ("riverbed", "load_generator", "broker"))
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     w = results["workload"]
@@ -536,8 +562,9 @@ def markdown(results: dict) -> str:
                 f"{row['peak_rss_bytes'] / 2**20:.0f} |"
             )
     lines += ["", "riverbed only:", "",
-              "| model | load | offered events/s | latency p50 / p99 / p99.9 ms | label freshness p50 / p99 ms |",
-              "|---|---:|---:|---|---|"]
+              "| model | load | offered events/s | latency p50 / p99 / p99.9 ms | label freshness p50 / p99 ms "
+              "| CPU cores: riverbed / load generator / broker |",
+              "|---|---:|---:|---|---|---|"]
     for preset, entry in results["models"].items():
         for lat in entry.get("latency", []):
             q = lat["latency"]
@@ -545,7 +572,8 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {preset} | {lat['load']:.0%} | {lat['offered_rate']:,.0f} | "
                 f"{q.get('p50', 0) * 1e3:.1f} / {q.get('p99', 0) * 1e3:.1f} / {q.get('p999', 0) * 1e3:.1f} | "
-                f"{_fmt(f.get('p50') and f['p50'] * 1e3, '.1f')} / {_fmt(f.get('p99') and f['p99'] * 1e3, '.1f')} |"
+                f"{_fmt(f.get('p50') and f['p50'] * 1e3, '.1f')} / {_fmt(f.get('p99') and f['p99'] * 1e3, '.1f')} | "
+                f"{_cores(lat.get('cpu_cores'))} |"
             )
     lines += ["", "| model | checkpoints (pause, duty cycle) | recovery after kill -9 | targets |", "|---|---|---|---|"]
     for preset, entry in results["models"].items():

@@ -92,6 +92,7 @@ def _measured_processor_class():
                 print("READY", file=sys.stderr, flush=True)
             if self.t_first is None and self.merge.buffered():
                 self.t_first = time.perf_counter()
+                self.cpu_first = time.process_time()
             n = super()._process(items)
             if self.t_done is None and self.counts["events"] + self.counts["labels"] >= self.target:
                 self.t_done = time.perf_counter()
@@ -106,6 +107,7 @@ def _measured_processor_class():
         async def checkpoint(self, wait=True):
             await super().checkpoint(wait)
             self.t_acked = time.perf_counter()
+            self.cpu_acked = time.process_time()
 
     return MeasuredProcessor
 
@@ -135,6 +137,7 @@ def run_riverbed(spec: dict, live: bool = False) -> dict:
         "checkpoint_duty": pause_sum / seconds,
         "checkpoint_bytes": registry.get_sample_value("riverbed_checkpoint_size_bytes"),
         "outside_window_seconds": summary.seconds - seconds,  # start-up (connect, restore) and shutdown
+        "cpu_seconds": processor.cpu_acked - processor.cpu_first,  # all threads, same window
     }
     if live:
         fresh = sorted(processor.freshness)
@@ -351,6 +354,7 @@ async def _produce_at_rate(spec: dict) -> dict:
     labelled = 0
     in_flight = []
     started = time.perf_counter()
+    cpu_started = time.process_time()
 
     def label_message(i):
         event_id = events[i].id
@@ -397,7 +401,8 @@ async def _produce_at_rate(spec: dict) -> dict:
     finally:
         await producer.stop()
     seconds = time.perf_counter() - started
-    return {"events": sent, "labels": labelled, "seconds": seconds, "rate": sent / seconds}
+    return {"events": sent, "labels": labelled, "seconds": seconds, "rate": sent / seconds,
+            "cpu_seconds": time.process_time() - cpu_started}
 
 
 def run_producer(spec: dict) -> dict:

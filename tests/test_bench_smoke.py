@@ -39,6 +39,9 @@ def test_every_row_runs_and_reports_sane_fields(broker_bootstrap, tmp_path, caps
     assert latency["load"] == 0.5 and latency["latency"]["n"] > 0
     assert 0 <= latency["latency"]["p50"] <= latency["latency"]["p99"] < 60
     assert latency["freshness"]["n"] > 0
+    cores = latency["cpu_cores"]
+    assert 0 < cores["riverbed"] < 3 and 0 < cores["load_generator"] < 3
+    assert cores["broker"] is None  # --bootstrap: a broker the bench did not start is not measured
     assert 0 < entry["recovery"]["seconds"] < 60
     assert set(entry["targets"]) >= {"riverbed >= 5x faust", "riverbed >= 3x naive", "recovery <= 3 s"}
     table = capsys.readouterr().out
