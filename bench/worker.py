@@ -87,14 +87,14 @@ def _measured_processor_class():
             self.freshness: list[float] = []
             self._record_freshness = record_freshness
 
-        def _process(self, items):
+        def _process(self, items, until=float("inf")):
             if not self.ready and self._record_freshness:
                 self.ready = True
                 print("READY", file=sys.stderr, flush=True)
             if self.t_first is None and self.merge.buffered():
                 self.t_first = time.perf_counter()
                 self.cpu_first = time.process_time()
-            n = super()._process(items)
+            n = super()._process(items, until)
             if self.t_done is None and self.counts["events"] + self.counts["labels"] >= self.target:
                 self.t_done = time.perf_counter()
                 self.stop()

@@ -371,3 +371,34 @@ def test_offsets_are_committed_to_the_consumer_group_for_lag_tools(service_confi
         consumer.close()
     assert committed == {cfg.topics.events: 120, cfg.topics.labels: 120}
     assert read_status(cfg)["offsets"] == {f"{cfg.topics.events}:0": 120, f"{cfg.topics.labels}:0": 120}
+
+
+def test_the_loop_lets_other_tasks_run_while_it_works_through_a_backlog(service_config):
+    """Output senders, the HTTP API and a landing checkpoint share the processor's event loop:
+    with a backlog every fetch returns at once, and the loop must still give them turns."""
+    cfg = service_config.replace(model={"preset": "hoeffding_adaptive", "task": "binary"})
+    publish(cfg, "sea", delay=100, limit=20_000)
+
+    async def main():
+        processor = Processor(cfg, exit_when_idle=1.0, serve_metrics=False)
+        seen: list[tuple[int, int]] = []
+
+        async def watch():  # what another task on the same loop sees, turn by turn
+            while True:
+                await asyncio.sleep(0)
+                output = getattr(processor, "output", None)
+                acked = sum(slot.acked for slot in output._slots.values()) if output else 0
+                seen.append((processor.counts["events"], acked))
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await processor.run()
+        finally:
+            watcher.cancel()
+        return processor, seen
+
+    processor, seen = asyncio.run(main())
+    assert processor.counts["joined"] == 20_000
+    mid_replay = [(events, acked) for events, acked in seen if 0 < events < 20_000]
+    assert len({events for events, _ in mid_replay}) >= 20, "another task got no turns while the backlog was processed"
+    assert any(acked > 0 for _, acked in mid_replay), "no prediction was acknowledged before the backlog was done"
