@@ -31,6 +31,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from river import metrics
+from scipy import integrate
 
 __all__ = ["Accuracy", "ROCAUC"]
 
@@ -89,7 +90,7 @@ class ROCAUC(metrics.ROCAUC):
     def cms(self):
         raise AttributeError("riverbed's exact ROCAUC keeps no confusion matrices")
 
-    def _add(self, y_true, y_pred, w) -> None:
+    def update(self, y_true, y_pred, w=1.0) -> None:
         p_true = y_pred.get(True, 0.0) if isinstance(y_pred, dict) else y_pred
         positive = y_true == self.pos_val
         # thresholds[i] < p_true exactly for i < above (River tests `p_true > t` for each one)
@@ -106,15 +107,10 @@ class ROCAUC(metrics.ROCAUC):
             for i in range(above, self.n_thresholds):  # predicted negative, truly negative
                 correct[i] += w
 
-    def update(self, y_true, y_pred, w=1.0) -> None:
-        self._add(y_true, y_pred, w)
-
     def revert(self, y_true, y_pred, w=1.0) -> None:
-        self._add(y_true, y_pred, -w)
+        self.update(y_true, y_pred, -w)  # River subtracts w; adding -w is the same IEEE operation
 
     def get(self):
-        from scipy import integrate
-
         n = self.n_thresholds
         tprs = [0] * n
         fprs = [0] * n

@@ -80,6 +80,7 @@ key and value here is plain bytes::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -89,7 +90,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Iterator
 
 import msgpack
 import rocksdict
@@ -444,13 +445,7 @@ class StateStore:
             The store is closed, ``pending_commit`` is not the commit in flight, or its write
             has not succeeded (still running, failed, or never called).
         """
-        self._check_in_flight(pending_commit, "end")
-        if not pending_commit._lock.acquire(blocking=False):
-            raise StateError(
-                f"cannot end checkpoint {pending_commit.seq} of {self.path}: its write() is "
-                f"still running; wait for it to return"
-            )
-        try:
+        with self._settling(pending_commit, "end"):
             if pending_commit._state != "written":
                 raise StateError(
                     f"cannot end checkpoint {pending_commit.seq} of {self.path}: it was not "
@@ -461,8 +456,6 @@ class StateStore:
             self._seqs = pending_commit._kept
             self._in_flight = None
             pending_commit._state = "ended"
-        finally:
-            pending_commit._lock.release()
         return pending_commit._checkpoint()
 
     def abort_commit(self, pending_commit: PendingCommit) -> None:
@@ -478,13 +471,7 @@ class StateStore:
             The store is closed, ``pending_commit`` is not the commit in flight, its write is
             still running, or it was written (call :meth:`end_commit`).
         """
-        self._check_in_flight(pending_commit, "abort")
-        if not pending_commit._lock.acquire(blocking=False):
-            raise StateError(
-                f"cannot abort checkpoint {pending_commit.seq} of {self.path}: its write() is "
-                f"still running; wait for it to return"
-            )
-        try:
+        with self._settling(pending_commit, "abort"):
             if pending_commit._state == "written":
                 raise StateError(
                     f"cannot abort checkpoint {pending_commit.seq} of {self.path}: it was "
@@ -494,8 +481,6 @@ class StateStore:
             self._learned.unfreeze()
             self._in_flight = None
             pending_commit._state = "aborted"
-        finally:
-            pending_commit._lock.release()
 
     @property
     def commit_in_flight(self) -> PendingCommit | None:
@@ -623,7 +608,10 @@ class StateStore:
             raise StateError(f"cannot {action} {self.path}: the state store is closed")
         return self._db
 
-    def _check_in_flight(self, pending_commit: PendingCommit, action: str) -> None:
+    @contextlib.contextmanager
+    def _settling(self, pending_commit: PendingCommit, action: str) -> Iterator[None]:
+        """Hold ``pending_commit``'s lock while ending or aborting it; refuse if it is not the
+        commit in flight or its ``write()`` is still running."""
         self._require_open(f"{action} a commit to")
         if pending_commit is not self._in_flight:
             raise StateError(
@@ -631,6 +619,15 @@ class StateStore:
                 f"commit in flight (it already ended or was aborted, or belongs to another "
                 f"store)"
             )
+        if not pending_commit._lock.acquire(blocking=False):
+            raise StateError(
+                f"cannot {action} checkpoint {pending_commit.seq} of {self.path}: its write() is "
+                f"still running; wait for it to return"
+            )
+        try:
+            yield
+        finally:
+            pending_commit._lock.release()
 
     def _check_directory(self) -> None:
         """Refuse paths that are not (and cannot become) a riverbed state dir, before opening."""

@@ -366,7 +366,7 @@ def with_fingerprints(models: dict, fingerprints: dict[str, str], reason: str | 
     """
     out = {}
     for name, entry in models.items():
-        entry = {k: v for k, v in entry.items() if k != "fingerprint_error"}
+        entry = dict(entry)
         if name in fingerprints:
             entry["fingerprint"] = fingerprints[name]
         else:

@@ -29,7 +29,8 @@ from stream.errors import ConfigError
 
 ENV_PREFIX = "RIVERBED_"
 CONFIG_ENV = "RIVERBED_CONFIG"
-NOT_SETTINGS = frozenset({CONFIG_ENV, "RIVERBED_MODEL_KEY"})
+MODEL_KEY_ENV = "RIVERBED_MODEL_KEY"
+NOT_SETTINGS = frozenset({CONFIG_ENV, MODEL_KEY_ENV})
 """``RIVERBED_*`` variables that are not config overrides: the config path and the model's HMAC
 key (a secret, read from the environment only and never part of the config)."""
 

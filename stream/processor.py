@@ -69,7 +69,7 @@ from stream import __version__
 from stream.broker import ensure_kafka
 from stream.codecs import InvalidMessage, OutputCodec, parse_event, parse_label, plain_scalar
 from stream.transforms import load_transform
-from stream.config import Config
+from stream.config import MODEL_KEY_ENV, Config
 from stream.errors import RiverbedError
 from stream.history import MetricsHistory, model_snapshot
 from stream.merge import EventTimeMerge, Item
@@ -84,7 +84,6 @@ log = logging.getLogger(__name__)
 EXPIRY_SWEEP_EVENTS = 1000
 #: Model bytes are sealed with this producer version and refused by any other.
 MODEL_FORMAT = f"riverbed-models 1; river {river.__version__}"
-MODEL_KEY_ENV = "RIVERBED_MODEL_KEY"
 
 PROCESS_SLICE_S = 0.02
 """The loop applies released records for at most about this long, then lets the other tasks run.
@@ -423,14 +422,13 @@ class Processor:
             key=model_key(),
         )
         meta = self.checkpoint_meta()
-        offsets = dict(self.offsets)
         commit = self.store.begin_commit(meta, blob)
         self.metrics.checkpoint_pause.observe(time.perf_counter() - started)
-        self._landing = asyncio.ensure_future(self._land(commit, barrier, offsets, started))
+        self._landing = asyncio.ensure_future(self._land(commit, barrier, meta["offsets"], started))
         if wait:
             await self._checkpoint_landed()
 
-    async def _land(self, commit, barrier, offsets: dict, started: float) -> None:
+    async def _land(self, commit, barrier, offsets: list, started: float) -> None:
         try:
             await self.output.wait(barrier)
             await asyncio.to_thread(commit.write)
@@ -448,7 +446,7 @@ class Processor:
         log.debug("checkpoint %d: %d bytes, durable after %.3f s", ckpt.seq, ckpt.size_bytes, elapsed)
         if offsets:
             try:
-                await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+                await self.consumer.commit({TopicPartition(t, p): o for t, p, o in offsets})
             except Exception as exc:  # lag reporting only: the checkpoint is the truth
                 log.warning("could not commit offsets to the consumer group: %s", exc)
 

@@ -117,6 +117,28 @@ def store_path(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "state"
 
 
+# Changes applied to a PendingLabels and to a plain dict reference at once.
+Reference = dict  # event id -> (ts, value)
+
+
+def put_both(labels, reference: Reference, event_id: str, ts: float, value: bytes) -> None:
+    labels.put(event_id, ts, value)
+    reference[event_id] = (ts, value)
+
+
+def delete_both(labels, reference: Reference, event_id: str) -> None:
+    labels.delete(event_id)
+    reference.pop(event_id, None)
+
+
+def expire_both(labels, reference: Reference, before: float) -> None:
+    """Expire below ``before`` in both, checking the count ``expire`` reports."""
+    expected = [k for k, (ts, _) in reference.items() if ts < before]
+    assert labels.expire(before) == len(expected)
+    for k in expected:
+        del reference[k]
+
+
 # -- PendingLabels contract (both implementations) -------------------------------------------
 
 
@@ -275,19 +297,11 @@ def test_len_is_exact_against_a_reference_model(pending: PendingHarness) -> None
         op = rng.random()
         event_id = f"id{rng.randrange(200)}"
         if op < 0.65:
-            ts = float(rng.randrange(1000))
-            value = rng.randbytes(rng.randrange(8))
-            labels.put(event_id, ts, value)
-            reference[event_id] = (ts, value)
+            put_both(labels, reference, event_id, float(rng.randrange(1000)), rng.randbytes(rng.randrange(8)))
         elif op < 0.85:
-            labels.delete(event_id)
-            reference.pop(event_id, None)
+            delete_both(labels, reference, event_id)
         elif op < 0.97:
-            before = float(rng.randrange(1000))
-            expected = [k for k, (ts, _) in reference.items() if ts < before]
-            assert labels.expire(before) == len(expected)
-            for k in expected:
-                del reference[k]
+            expire_both(labels, reference, float(rng.randrange(1000)))
         elif op < 0.99:  # commits are rare: each one is an fsync
             pending.commit()
         else:
@@ -1260,16 +1274,13 @@ def test_write_runs_in_a_thread_while_the_owner_changes_the_overlays(
     with StateStore(store_path) as store:
         labels = store.pending
         for i, event_id in enumerate(ids[:10000]):
-            labels.put(event_id, float(i), b"committed")
-            reference[event_id] = (float(i), b"committed")
+            put_both(labels, reference, event_id, float(i), b"committed")
         store.commit({}, b"m1")
         for i, event_id in enumerate(ids):  # a big committing layer: staging takes a while
             if i % 3 == 0:
-                labels.delete(event_id)
-                reference.pop(event_id, None)
+                delete_both(labels, reference, event_id)
             else:
-                labels.put(event_id, float(i) + 0.5, b"frozen")
-                reference[event_id] = (float(i) + 0.5, b"frozen")
+                put_both(labels, reference, event_id, float(i) + 0.5, b"frozen")
         snapshot = dict(reference)
 
         owner_worked = threading.Event()
@@ -1293,18 +1304,11 @@ def test_write_runs_in_a_thread_while_the_owner_changes_the_overlays(
             event_id = rng.choice(ids)
             op = rng.random()
             if op < 0.5:
-                ts = float(rng.randrange(40000))
-                labels.put(event_id, ts, b"live")
-                reference[event_id] = (ts, b"live")
+                put_both(labels, reference, event_id, float(rng.randrange(40000)), b"live")
             elif op < 0.7:
-                labels.delete(event_id)
-                reference.pop(event_id, None)
+                delete_both(labels, reference, event_id)
             elif op < 0.72:
-                before = float(rng.randrange(3000))
-                expected = [k for k, (ts, _) in reference.items() if ts < before]
-                assert labels.expire(before) == len(expected)
-                for k in expected:
-                    del reference[k]
+                expire_both(labels, reference, float(rng.randrange(3000)))
             assert labels.get(event_id) == (reference.get(event_id) or (None, None))[1]
             assert len(labels) == len(reference)
             ops += 1
@@ -1339,18 +1343,11 @@ def test_two_phase_commit_against_a_reference_model(store_path: pathlib.Path, wh
         op = rng.random()
         if op < 0.45:
             ts = float(rng.randrange(now, now + 300))
-            value = rng.randbytes(rng.randrange(6))
-            labels.put(event_id, ts, value)
-            reference[event_id] = (ts, value)
+            put_both(labels, reference, event_id, ts, rng.randbytes(rng.randrange(6)))
         elif op < 0.6:
-            labels.delete(event_id)
-            reference.pop(event_id, None)
+            delete_both(labels, reference, event_id)
         elif op < 0.7:
-            before = float(rng.randrange(max(0, now - 50), now + 100))
-            expected = [k for k, (ts, _) in reference.items() if ts < before]
-            assert labels.expire(before) == len(expected)
-            for k in expected:
-                del reference[k]
+            expire_both(labels, reference, float(rng.randrange(max(0, now - 50), now + 100)))
         elif op < 0.85:
             assert labels.get(event_id) == (reference.get(event_id) or (None, None))[1]
         elif pending_commit is None:
