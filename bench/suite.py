@@ -158,7 +158,7 @@ def load_sections(sections: dict):
 
 
 def create(bootstrap: str, topics: dict) -> None:
-    from stream.topics import create_topics
+    from stream.connect.topics import create_topics
 
     create_topics(bootstrap, list(topics.values()), 1)
 
@@ -167,7 +167,7 @@ def create_log_append_time_topic(bootstrap: str, name: str) -> None:
     """A topic whose records the broker stamps with the time it appended them (LogAppendTime)."""
     from kafka.admin import NewTopic
 
-    from stream.topics import admin_client
+    from stream.connect.topics import admin_client
 
     with admin_client(bootstrap) as admin:
         admin.create_topics([NewTopic(name, 1, 1, topic_configs={"message.timestamp.type": "LogAppendTime"})])
@@ -292,7 +292,7 @@ def measure_recovery(ctx: dict, preset: str, topics: dict, rate: float) -> dict:
     """``riverbed run`` on the backlog, SIGKILL mid-way, restart: time to the first new prediction."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from stream.cli import read_status
+    from stream.ops.status import read_status
     from stream.config import to_toml
 
     bootstrap, workdir, n = ctx["bootstrap"], ctx["workdir"], ctx["events"]
@@ -390,7 +390,7 @@ def machine() -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from stream.replay import produce
+    from stream.devtools.replay import produce
 
     from bench.workload import Workload
 
@@ -412,7 +412,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         bootstrap = args.bootstrap
         if not bootstrap:
-            from stream.broker import LocalBroker
+            from stream.devtools.broker import LocalBroker
 
             cfg = load_sections({"broker": {"port": args.port, "controller_port": args.port + 1,
                                             "dir": str(workdir / "broker")}})

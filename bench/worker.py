@@ -9,7 +9,7 @@ Rows
 ``bare``
     The limit P (:func:`bench.workload.bare_river_rate`).
 ``riverbed``
-    :class:`stream.processor.Processor` on topics already filled with the workload: the clock
+    :class:`stream.engine.processor.Processor` on topics already filled with the workload: the clock
     starts when the first fetched records reach the merge and stops when the final checkpoint
     has flushed the producer, i.e. when Kafka has acknowledged the last prediction. Periodic
     checkpoints happen inside that window.
@@ -72,7 +72,7 @@ def run_bare(spec: dict) -> dict:
 
 
 def _measured_processor_class():
-    from stream.processor import Processor
+    from stream.engine.processor import Processor
 
     class MeasuredProcessor(Processor):
         """The real processor, plus clocks: first record in, last prediction acknowledged."""
@@ -435,7 +435,7 @@ def _write(path: str, result: dict) -> None:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="    %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("stream.processor").setLevel(logging.ERROR)  # drift alerts would drown the progress
+    logging.getLogger("stream.engine.processor").setLevel(logging.ERROR)  # drift alerts would drown the progress
     logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)  # first join on a new broker
     logging.getLogger("kafka.coordinator.assignors").setLevel(logging.ERROR)
     spec = json.loads(argv[0])

@@ -1,7 +1,7 @@
 """The benchmark's data and its upper bound.
 
 One workload is used by every row: ``n`` samples of a seeded River dataset (SEA by default),
-turned into events and labels by :func:`stream.replay.schedule` with a label delay of 100 events,
+turned into events and labels by :func:`stream.devtools.replay.schedule` with a label delay of 100 events,
 exactly what ``riverbed produce --label-delay 100`` publishes. Every event has one label, so a
 rate in events/s means that many predictions *and* that many learned labels per second.
 
@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 
 from learners import build_model
-from stream.datasets import open_dataset
-from stream.replay import schedule
+from stream.devtools.datasets import open_dataset
+from stream.devtools.replay import schedule
 
 LABEL_DELAY = 100
 SEED = 42

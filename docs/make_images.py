@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stream.broker import LocalBroker  # noqa: E402
+from stream.devtools.broker import LocalBroker  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.datasets import open_dataset  # noqa: E402
-from stream.replay import produce, schedule  # noqa: E402
-from stream.topics import create_topics  # noqa: E402
+from stream.devtools.datasets import open_dataset  # noqa: E402
+from stream.devtools.replay import produce, schedule  # noqa: E402
+from stream.connect.topics import create_topics  # noqa: E402
 from tests.conftest import TEST_CONFIG, fresh_config, write_config  # noqa: E402
 from tests.test_operations import LiveProcessor, run_chromium, wait_for  # noqa: E402
 

@@ -28,7 +28,7 @@ def broker_bootstrap(test_config: Config) -> str:
 
     Set ``RIVERBED_TEST_KEEP_BROKER=1`` to leave it running (several sessions sharing one broker).
     """
-    from stream.broker import LocalBroker
+    from stream.devtools.broker import LocalBroker
 
     broker = LocalBroker(test_config)
     started = broker.start()

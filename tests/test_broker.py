@@ -1,4 +1,4 @@
-"""The local Kafka launcher (stream.broker) and topic administration (stream.topics).
+"""The local Kafka launcher (stream.devtools.broker) and topic administration (stream.connect.topics).
 
 Unit tests run without Java or Kafka. Tests marked ``broker`` use the session's real broker
 (the ``broker_bootstrap`` fixture from conftest.py) and start a second one of their own.
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-import stream.broker
-import stream.topics
-from stream.broker import (
+import stream.devtools.broker
+import stream.connect.topics
+from stream.devtools.broker import (
     LocalBroker,
     broker_command,
-    ensure_kafka,
     install_kafka_jars,
     jar_cache_dir,
     last_error,
@@ -31,11 +30,11 @@ from stream.broker import (
     parse_java_major,
     render_server_properties,
     require_java,
-    resolve_bootstrap,
 )
 from stream.config import load_config
+from stream.connect.bootstrap import ensure_kafka, resolve_bootstrap
 from stream.errors import BrokerError, KafkaUnavailableError, RiverbedError
-from stream.topics import cluster_info, create_topics, delete_topics, topic_partitions
+from stream.connect.topics import cluster_info, create_topics, delete_topics, topic_partitions
 
 TESTS_CONFIG = Path(__file__).with_name("config.toml")
 
@@ -72,7 +71,7 @@ def xdg(tmp_path, monkeypatch):
 
 
 def test_doctests():
-    for module in (stream.broker, stream.topics):
+    for module in (stream.devtools.broker, stream.connect.topics):
         failures, _ = doctest.testmod(module)
         assert failures == 0, module.__name__
 
@@ -182,7 +181,7 @@ def test_last_error_names_the_root_cause():
 
 
 def which_without(*missing: str):
-    real_which = stream.broker.shutil.which
+    real_which = stream.devtools.broker.shutil.which
 
     def which(name, *args, **kwargs):
         return None if name in missing else real_which(name, *args, **kwargs)
@@ -192,7 +191,7 @@ def which_without(*missing: str):
 
 def test_missing_java_is_one_clear_line(monkeypatch, xdg):
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    monkeypatch.setattr(stream.broker.shutil, "which", which_without("java"))
+    monkeypatch.setattr(stream.devtools.broker.shutil, "which", which_without("java"))
     with pytest.raises(BrokerError) as caught:
         require_java()
     message = str(caught.value)
@@ -209,19 +208,19 @@ def test_missing_java_is_one_clear_line(monkeypatch, xdg):
 
 def test_old_java_is_rejected(monkeypatch):
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    monkeypatch.setattr(stream.broker.shutil, "which", lambda name: f"/opt/{name}")
+    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: f"/opt/{name}")
 
     def fake_run(command, **kwargs):
         return subprocess.CompletedProcess(command, 0, "", 'java version "1.8.0_402"\n')
 
-    monkeypatch.setattr(stream.broker.subprocess, "run", fake_run)
+    monkeypatch.setattr(stream.devtools.broker.subprocess, "run", fake_run)
     with pytest.raises(BrokerError, match=r"is Java 8, but Kafka 4.x needs Java 17\+") as caught:
         require_java()
     assert "\n" not in str(caught.value)
 
 
 def test_missing_maven_is_one_clear_line(monkeypatch, xdg):
-    monkeypatch.setattr(stream.broker.shutil, "which", which_without("mvn"))
+    monkeypatch.setattr(stream.devtools.broker.shutil, "which", which_without("mvn"))
     with pytest.raises(BrokerError) as caught:
         install_kafka_jars("4.1.1")
     assert str(caught.value).startswith("mvn not found: install Apache Maven")
@@ -244,18 +243,18 @@ def fake_maven(calls: list):
 
 def test_install_publishes_atomically_and_only_once(monkeypatch, xdg, capsys):
     calls: list[Path] = []
-    monkeypatch.setattr(stream.broker.shutil, "which", lambda name: f"/opt/{name}")
-    monkeypatch.setattr(stream.broker, "_run_maven", fake_maven(calls))
+    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: f"/opt/{name}")
+    monkeypatch.setattr(stream.devtools.broker, "_run_maven", fake_maven(calls))
     libs = install_kafka_jars("4.1.1")
     target = xdg / "cache-home" / "riverbed" / "kafka-4.1.1"
     assert libs == target / "libs"
-    assert (target / stream.broker.INSTALL_MARKER).is_file()
+    assert (target / stream.devtools.broker.INSTALL_MARKER).is_file()
     assert [path.name for path in target.parent.iterdir()] == ["kafka-4.1.1"]  # no *.partial
     assert len(calls) == 1 and not calls[0].exists()
     progress = capsys.readouterr().err.strip().splitlines()
     assert len(progress) == 1 and "downloading the Apache Kafka 4.1.1 jars with Maven" in progress[0]
 
-    monkeypatch.setattr(stream.broker.shutil, "which", lambda name: None)  # no mvn needed now
+    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: None)  # no mvn needed now
     assert install_kafka_jars("4.1.1") == libs
     assert len(calls) == 1
     assert capsys.readouterr().err == ""
@@ -267,8 +266,8 @@ def test_failed_install_leaves_nothing_behind(monkeypatch, xdg):
         (staging / "libs" / "half.jar").write_bytes(b"half")
         raise BrokerError("Maven could not fetch Kafka 4.1.1 (exit 1): [ERROR] offline")
 
-    monkeypatch.setattr(stream.broker.shutil, "which", lambda name: f"/opt/{name}")
-    monkeypatch.setattr(stream.broker, "_run_maven", failing_maven)
+    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: f"/opt/{name}")
+    monkeypatch.setattr(stream.devtools.broker, "_run_maven", failing_maven)
     with pytest.raises(BrokerError, match="Maven could not fetch"):
         install_kafka_jars("4.1.1")
     assert list((xdg / "cache-home" / "riverbed").iterdir()) == []
@@ -279,8 +278,8 @@ def test_incomplete_cache_is_never_used(monkeypatch, xdg):
     (target / "libs").mkdir(parents=True)
     (target / "libs" / "stale.jar").write_bytes(b"stale")  # no completion marker
     calls: list[Path] = []
-    monkeypatch.setattr(stream.broker.shutil, "which", lambda name: f"/opt/{name}")
-    monkeypatch.setattr(stream.broker, "_run_maven", fake_maven(calls))
+    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: f"/opt/{name}")
+    monkeypatch.setattr(stream.devtools.broker, "_run_maven", fake_maven(calls))
     libs = install_kafka_jars("4.1.1")
     assert len(calls) == 1
     assert sorted(path.name for path in libs.iterdir()) == ["kafka_2.13-4.1.1.jar"]
@@ -441,8 +440,8 @@ def test_second_install_downloads_nothing(broker_bootstrap, monkeypatch):
     def no_subprocess(*args, **kwargs):
         raise AssertionError(f"install() ran a process although the jars are cached: {args}")
 
-    monkeypatch.setattr(stream.broker.subprocess, "run", no_subprocess)
-    monkeypatch.setattr(stream.broker.subprocess, "Popen", no_subprocess)
-    monkeypatch.setattr(stream.broker.shutil, "which", lambda name: None)
+    monkeypatch.setattr(stream.devtools.broker.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(stream.devtools.broker.subprocess, "Popen", no_subprocess)
+    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: None)
     assert broker.install() == libs
     assert (libs / f"kafka_2.13-{broker.kafka_version}.jar").is_file()

@@ -77,8 +77,9 @@ def write_checkpoint(cfg, *, key: bytes | None = None, producer_version: str | N
     Returns the live model set and the sealed model bytes.
     """
     from state import StateStore, seal
-    from stream.datasets import open_dataset
-    from stream.processor import MODEL_FORMAT, Processor, build_model_set
+    from stream.devtools.datasets import open_dataset
+    from stream.engine.model_bytes import MODEL_FORMAT
+    from stream.engine.processor import Processor, build_model_set
 
     processor = Processor(cfg, serve_metrics=False, serve_http=False)
     processor.models = models = build_model_set(cfg)
@@ -105,7 +106,7 @@ def test_checkpoint_meta_computes_no_fingerprints(monkeypatch, tmp_path, test_co
     """The checkpoint path leaves fingerprints out; the live /status asks for them explicitly."""
     import learners.model_set
     import learners.online_model
-    from stream.processor import Processor, build_model_set
+    from stream.engine.processor import Processor, build_model_set
 
     cfg = model_state_config(test_config, tmp_path)
     processor = Processor(cfg, serve_metrics=False, serve_http=False)
@@ -215,7 +216,7 @@ def test_topics_create_produce_run_tail(tmp_path, test_config, broker_bootstrap)
     assert "50 labels learned" in human
 
     from state import StateStore
-    from stream.processor import load_model_state
+    from stream.engine.model_bytes import load_model_state
 
     with StateStore(cfg.state.dir, read_only=True) as store:
         ckpt = store.load()

@@ -7,7 +7,7 @@ import json
 import msgpack
 import pytest
 
-from stream.codecs import REASONS, InvalidMessage, OutputCodec, decode_any, parse_event, parse_label
+from stream.engine.codecs import REASONS, InvalidMessage, OutputCodec, decode_any, parse_event, parse_label
 
 MAX = 4096
 

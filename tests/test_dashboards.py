@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream.metrics import ServiceMetrics
+from stream.engine.metrics import ServiceMetrics
 
 ROOT = Path(__file__).parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "riverbed.json"

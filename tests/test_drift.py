@@ -23,7 +23,7 @@ from learners.drift import (
     positive_score,
 )
 from learners.evaluation import Prequential
-from stream.datasets import message_features, open_dataset
+from stream.devtools.datasets import message_features, open_dataset
 
 DRIFT_AT = 10_000
 
@@ -386,7 +386,7 @@ def test_drift_and_challenger_config_errors_are_one_line(tmp_path, text, fragmen
 
 def test_challengers_config_from_file_and_environment(tmp_path):
     from stream.config import load_config
-    from stream.processor import build_model_set
+    from stream.engine.processor import build_model_set
 
     path = tmp_path / "c.toml"
     path.write_text('[challengers]\npublish = true\n[[challengers.models]]\npreset = "hoeffding_adaptive"\n'

@@ -13,7 +13,7 @@ import msgpack
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream.cli import read_status
+from stream.ops.status import read_status
 from stream.errors import RiverbedError
 from tests.conftest import fresh_config, riverbed, write_config
 from tests.test_service import _reader_config, publish, read_topic, run_once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgpack
 
-from stream.history import MetricsHistory, model_snapshot, rolling_values
+from stream.engine.history import MetricsHistory, model_snapshot, rolling_values
 
 
 def fill(history: MetricsHistory, start: int, stop: int) -> None:

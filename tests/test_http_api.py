@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from learners import ModelSet, build_model
-from stream.history import MetricsHistory
-from stream.http_api import HttpApi
-from stream.metrics import ServiceMetrics
+from stream.engine.history import MetricsHistory
+from stream.ops.http_api import HttpApi
+from stream.engine.metrics import ServiceMetrics
 
 
 class TP:

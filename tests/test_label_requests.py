@@ -10,11 +10,11 @@ import msgpack
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream.cli import read_status
-from stream.datasets import open_dataset
+from stream.ops.status import read_status
+from stream.devtools.datasets import open_dataset
 from stream.errors import RiverbedError
-from stream.processor import Processor
-from stream.replay import produce, schedule
+from stream.engine.processor import Processor
+from stream.devtools.replay import produce, schedule
 from tests.conftest import fresh_config, riverbed, write_config
 from tests.test_service import create_all, read_topic
 

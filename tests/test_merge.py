@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from stream.merge import EventTimeMerge, Item
+from stream.engine.merge import EventTimeMerge, Item
 
 RANKS = {"labels": 0, "events": 1}
 

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from stream.cli import read_status
-from stream.datasets import open_dataset
-from stream.processor import Processor
-from stream.replay import produce, schedule
-from stream.topics import create_topics
+from stream.ops.status import read_status
+from stream.devtools.datasets import open_dataset
+from stream.engine.processor import Processor
+from stream.devtools.replay import produce, schedule
+from stream.connect.topics import create_topics
 from tests.conftest import fresh_config, riverbed, write_config
 
 pytestmark = pytest.mark.broker

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream.output import BatchedOutput, partition_for
-from stream.topics import create_topics
+from stream.engine.output import BatchedOutput, partition_for
+from stream.connect.topics import create_topics
 
 pytestmark = pytest.mark.broker
 

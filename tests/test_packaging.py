@@ -18,7 +18,7 @@ def test_dependencies_are_pinned_and_kafka_python_has_crc32c():
     for requirement in project["dependencies"]:
         assert "==" in requirement, requirement
     assert any(r.startswith("kafka-python[crc32c]==") for r in project["dependencies"])
-    assert project["scripts"]["riverbed"] == "stream.cli:main"
+    assert project["scripts"]["riverbed"] == "stream.cli.main:main"
 
 
 def compose_command() -> tuple[list[str] | None, str]:

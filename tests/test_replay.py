@@ -18,7 +18,7 @@ import pytest
 from river import datasets as river_datasets
 from river import stream as river_stream
 
-from stream.datasets import (
+from stream.devtools.datasets import (
     DATASETS,
     infer_task,
     message_features,
@@ -29,7 +29,7 @@ from stream.datasets import (
     snake_case,
 )
 from stream.errors import RiverbedError
-from stream.replay import Record, encoder, schedule
+from stream.devtools.replay import Record, encoder, schedule
 
 START = 1_700_000_000.0
 
@@ -401,8 +401,8 @@ def read_all(bootstrap: str, topics: list[str], expected: int, timeout_s: float 
 
 @pytest.mark.broker
 def test_produce_publishes_events_and_labels_in_order(broker_bootstrap):
-    from stream.replay import produce
-    from stream.topics import create_topics
+    from stream.devtools.replay import produce
+    from stream.connect.topics import create_topics
 
     suffix = uuid.uuid4().hex[:10]
     topics = SimpleNamespace(events=f"replay-{suffix}-events", labels=f"replay-{suffix}-labels")

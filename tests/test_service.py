@@ -20,12 +20,12 @@ from prometheus_client import CollectorRegistry
 from river import evaluate
 
 from learners import build_model, river_metric
-from stream.cli import read_status
-from stream.datasets import open_dataset
+from stream.ops.status import read_status
+from stream.devtools.datasets import open_dataset
 from stream.errors import RiverbedError
-from stream.processor import Processor
-from stream.replay import produce, schedule
-from stream.topics import create_topics
+from stream.engine.processor import Processor
+from stream.devtools.replay import produce, schedule
+from stream.connect.topics import create_topics
 from tests.conftest import fresh_config, riverbed, write_config
 
 pytestmark = pytest.mark.broker
@@ -302,7 +302,7 @@ def test_labels_without_events_duplicates_and_ttl(service_config, broker_bootstr
 def test_corrupt_newest_checkpoint_falls_back_and_spec_mismatch_is_refused(service_config, tmp_path):
     from state import StateStore
 
-    from stream.processor import ModelSpecMismatch
+    from stream.engine.processor import ModelSpecMismatch
 
     cfg = service_config
     publish(cfg, "phishing", delay=5, limit=100)

@@ -10,11 +10,11 @@ import msgpack
 import pytest
 from kafka import KafkaProducer
 
-from stream.cli import read_status
-from stream.codecs import InvalidMessage, parse_event
-from stream.processor import Processor
-from stream.topics import create_topics
-from stream.transforms import TransformError, load_transform
+from stream.ops.status import read_status
+from stream.engine.codecs import InvalidMessage, parse_event
+from stream.engine.processor import Processor
+from stream.connect.topics import create_topics
+from stream.engine.transforms import TransformError, load_transform
 from tests.conftest import fresh_config
 
 TRANSFORM = "tests.custom_transform:blob_features"
@@ -104,10 +104,10 @@ def test_processor_applies_the_transform_and_dead_letters_its_failures(test_conf
 def test_doctests():
     import doctest
 
-    import stream.oracle
-    import stream.transforms
+    import stream.devtools.oracle
+    import stream.engine.transforms
 
-    modules = [stream.transforms, stream.oracle]
+    modules = [stream.engine.transforms, stream.devtools.oracle]
     try:
         import examples.digits.transform
     except ImportError:  # Pillow is in the 'examples' extra

@@ -25,7 +25,7 @@ a real Kafka broker, with real images:
   riverbed publishes a label request for the ~20 images a day it is least sure about
   (``request_strategy = "margin"``: smallest gap between the two most probable digits), deciding
   online as each image arrives (:mod:`learners.active`).
-- **Labeller**: :class:`stream.oracle.Oracle` plays the person who answers the requests overnight
+- **Labeller**: :class:`stream.devtools.oracle.Oracle` plays the person who answers the requests overnight
   (10 hours of event time later); the processor learns those labels one at a time, while it
   keeps predicting, before the next day's first image.
 

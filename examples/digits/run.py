@@ -2,8 +2,8 @@
 
 See the package docstring (``examples/digits/__init__.py``) for the story; this module is the
 machinery. Each strategy gets its own topics and state directory and runs the real
-:class:`~stream.processor.Processor` (in a background thread, on its own asyncio loop) and the
-real :class:`~stream.oracle.Oracle`, day by day:
+:class:`~stream.engine.processor.Processor` (in a background thread, on its own asyncio loop) and the
+real :class:`~stream.devtools.oracle.Oracle`, day by day:
 
 1. publish the day's images as events (PNG bytes in msgpack), 08:00-20:00 of event time;
 2. wait until the processor has predicted all of them (and published its label requests);
@@ -11,7 +11,7 @@ real :class:`~stream.oracle.Oracle`, day by day:
    (overnight), and the processor learns those labels before the next day's first image.
 
 Waiting for the processor between steps makes every run with the same seeds produce exactly
-the same predictions, so the comparison is reproducible (see :mod:`stream.oracle`).
+the same predictions, so the comparison is reproducible (see :mod:`stream.devtools.oracle`).
 """
 
 from __future__ import annotations
@@ -139,12 +139,12 @@ def batch_model_pickle_bytes(images: list[Image]) -> dict[str, int]:
 
 
 class BackgroundProcessor:
-    """A :class:`~stream.processor.Processor` running on its own asyncio loop in a thread."""
+    """A :class:`~stream.engine.processor.Processor` running on its own asyncio loop in a thread."""
 
     def __init__(self, cfg):
         from prometheus_client import CollectorRegistry
 
-        from stream.processor import Processor
+        from stream.engine.processor import Processor
 
         self.processor = Processor(cfg, registry=CollectorRegistry(), exit_when_idle=None, serve_metrics=False)
         self.summary = None
@@ -210,11 +210,11 @@ def run_strategy(base_cfg, bootstrap: str, name: str, days: list, budget: int, w
     """One strategy end to end on the real broker; returns what it predicted and learned."""
     from kafka import KafkaConsumer
 
-    from stream.cli import read_status
-    from stream.codecs import decode_any
-    from stream.oracle import Oracle
-    from stream.replay import EVENT, Record, produce
-    from stream.topics import create_topics
+    from stream.ops.status import read_status
+    from stream.engine.codecs import decode_any
+    from stream.devtools.oracle import Oracle
+    from stream.devtools.replay import EVENT, Record, produce
+    from stream.connect.topics import create_topics
 
     run_id = run_id or uuid.uuid4().hex[:8]
     strategy = STRATEGIES[name]
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
 
-    from stream.broker import ensure_kafka
+    from stream.connect.bootstrap import ensure_kafka
     from stream.config import load_config
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from stream.datasets import message_features, message_target
+from stream.devtools.datasets import message_features, message_target
 from stream.errors import KafkaUnavailableError, RiverbedError
 
 EVENT = "event"
@@ -88,7 +88,7 @@ def schedule(
     Parameters
     ----------
     samples
-        ``(x, y)`` pairs, e.g. :attr:`stream.datasets.Samples.rows` or a River dataset. ``x`` is
+        ``(x, y)`` pairs, e.g. :attr:`stream.devtools.datasets.Samples.rows` or a River dataset. ``x`` is
         converted to message form (string keys, scalar values); a ``y`` of ``None`` means the
         event is never labelled.
     label_delay

@@ -95,7 +95,7 @@ class Oracle:
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
         from kafka.errors import KafkaError
 
-        from stream.replay import encoder
+        from stream.devtools.replay import encoder
 
         if delay_s is not None and delay_events is not None:
             raise RiverbedError("give the oracle's delay in seconds or in events, not both")
@@ -134,7 +134,7 @@ class Oracle:
         self._group = group_id
 
     def _answer_one(self, value: bytes) -> None:
-        from stream.codecs import decode_any
+        from stream.engine.codecs import decode_any
 
         request = decode_any(value)
         self.counts["requests"] += 1

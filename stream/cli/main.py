@@ -20,6 +20,7 @@ from state.errors import StateError
 from stream import __version__
 from stream.config import Config, load_config
 from stream.errors import ConfigError, RiverbedError
+from stream.ops.status import format_status, newest_checkpoint, read_status
 
 log = logging.getLogger("riverbed")
 
@@ -174,7 +175,7 @@ def configure_logging(level: str) -> None:
 
 
 def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
-    from stream.processor import Processor
+    from stream.engine.processor import Processor
 
     async def main() -> None:
         processor = Processor(cfg, exit_when_idle=args.exit_when_idle)
@@ -190,7 +191,7 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_broker(cfg: Config, args: argparse.Namespace) -> int:
-    from stream.broker import LocalBroker
+    from stream.devtools.broker import LocalBroker
 
     if cfg.kafka.bootstrap_servers and args.action != "status":
         raise ConfigError(
@@ -198,7 +199,7 @@ def cmd_broker(cfg: Config, args: argparse.Namespace) -> int:
             "cluster; unset it to use the embedded local broker"
         )
     if args.action == "status" and cfg.kafka.bootstrap_servers:
-        from stream.topics import cluster_info
+        from stream.connect.topics import cluster_info
 
         info = cluster_info(cfg.kafka.bootstrap_servers)
         if info is None:
@@ -225,8 +226,8 @@ def cmd_broker(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_topics(cfg: Config, args: argparse.Namespace) -> int:
-    from stream.broker import ensure_kafka
-    from stream.topics import create_topics
+    from stream.connect.bootstrap import ensure_kafka
+    from stream.connect.topics import create_topics
 
     bootstrap = ensure_kafka(cfg)
     t = cfg.topics
@@ -238,7 +239,7 @@ def cmd_topics(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _open_source(args: argparse.Namespace):
-    from stream.datasets import open_dataset, open_file
+    from stream.devtools.datasets import open_dataset, open_file
 
     if args.file:
         if not args.target:
@@ -248,9 +249,9 @@ def _open_source(args: argparse.Namespace):
 
 
 def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
-    from stream.broker import ensure_kafka
-    from stream.replay import produce, schedule
-    from stream.topics import create_topics
+    from stream.connect.bootstrap import ensure_kafka
+    from stream.devtools.replay import produce, schedule
+    from stream.connect.topics import create_topics
 
     samples = _open_source(args)
     bootstrap = ensure_kafka(cfg)
@@ -277,8 +278,8 @@ def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_tail(cfg: Config, args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer
 
-    from stream.broker import resolve_bootstrap
-    from stream.codecs import decode_any
+    from stream.connect.bootstrap import resolve_bootstrap
+    from stream.engine.codecs import decode_any
 
     topic = args.topic or cfg.topics.predictions
     consumer = KafkaConsumer(
@@ -307,144 +308,6 @@ def cmd_tail(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _newest_checkpoint(cfg: Config, *, with_disk_size: bool = False):
-    """The newest checkpoint in ``[state] dir`` (and the dir's size), or one clear error."""
-    from pathlib import Path
-
-    from state import StateStore
-
-    path = Path(cfg.state.dir)
-    if not path.exists():
-        raise RiverbedError(f"no state in {path}: run `riverbed run` first (or point [state] dir at the right place)")
-    with StateStore(path, read_only=True) as store:
-        ckpt = store.load()
-        disk = store.disk_size_bytes() if with_disk_size else None
-    if ckpt is None:
-        raise RiverbedError(f"no checkpoint in {path} yet: `riverbed run` writes one every [state] checkpoint_interval_s")
-    return ckpt, path, disk
-
-
-def read_status(cfg: Config, *, fingerprints: bool = True) -> dict:
-    """The status document of the newest checkpoint in ``[state] dir``.
-
-    Checkpoints do not store model fingerprints (a canonical pickle of every model would cost the
-    processor's loop tens of milliseconds per checkpoint): they are computed here from the
-    checkpoint's model bytes, verified before anything is unpickled (:func:`checkpoint_fingerprints`).
-    ``fingerprints=False`` skips that (a quick look at counts and offsets, e.g. when polling).
-    """
-    ckpt, path, disk = _newest_checkpoint(cfg, with_disk_size=True)
-    document = status_document(ckpt.meta, checkpoint_info(ckpt, path, disk))
-    if fingerprints:
-        document["models"] = with_fingerprints(document["models"], *checkpoint_fingerprints(ckpt))
-    return document
-
-
-def checkpoint_fingerprints(ckpt) -> tuple[dict[str, str], str | None]:
-    """Each model's canonical fingerprint from the checkpoint's model bytes, or why there is none.
-
-    The bytes are verified as the processor verifies them on restore (SHA-256, the HMAC when
-    ``RIVERBED_MODEL_KEY`` is set, the producer version) and only then unpickled; refused or
-    unloadable bytes give ``({}, reason)`` instead of an error, so ``status`` still works.
-    """
-    from stream.processor import load_model_state
-
-    try:
-        state = load_model_state(ckpt.model_blob)
-    except StateError as exc:
-        return {}, f"the model bytes of checkpoint {ckpt.seq} are refused: {exc}"
-    try:
-        models = state["models"].models
-        return {name: model.fingerprint() for name, model in models.items()}, None
-    except Exception as exc:  # verified bytes this riverbed cannot read: report it, do not crash
-        return {}, f"the model bytes of checkpoint {ckpt.seq} could not be read: {type(exc).__name__}: {exc}"
-
-
-def with_fingerprints(models: dict, fingerprints: dict[str, str], reason: str | None = None) -> dict:
-    """``models`` (the status document's) with each ``"fingerprint"`` set from ``fingerprints``.
-
-    A model without one gets ``"fingerprint": None`` and ``"fingerprint_error"``, the reason.
-    """
-    out = {}
-    for name, entry in models.items():
-        entry = dict(entry)
-        if name in fingerprints:
-            entry["fingerprint"] = fingerprints[name]
-        else:
-            entry["fingerprint"] = None
-            entry["fingerprint_error"] = reason or f"model {name} is not in the checkpoint's model bytes"
-        out[name] = entry
-    return out
-
-
-def checkpoint_info(ckpt, path, disk_bytes: int) -> dict:
-    """The ``"checkpoint"`` part of the status document."""
-    return {
-        "seq": ckpt.seq,
-        "created_at": ckpt.meta["created_at"],
-        "age_s": round(time.time() - ckpt.meta["created_at"], 3),
-        "size_bytes": ckpt.size_bytes,
-        "state_dir": str(path),
-        "state_dir_bytes": disk_bytes,
-    }
-
-
-def status_document(meta: dict, checkpoint: dict | None) -> dict:
-    """The status document from checkpoint metadata (``status --json``; live ``GET /status``)."""
-    return {
-        "serving": meta["serving"],
-        "models": meta["models"],
-        "counts": meta["counts"],
-        "invalid_by_reason": meta.get("invalid_by_reason", {}),
-        "pending": meta.get("pending"),
-        "offsets": {f"{t}:{p}": o for t, p, o in meta["offsets"]},
-        "watermark": meta.get("watermark"),
-        "checkpoint": checkpoint,
-        "spec": meta.get("spec"),
-        "versions": meta.get("versions"),
-        "drift": meta.get("drift", []),
-        "promotions": meta.get("promotions", []),
-    }
-
-
-def format_status(status: dict) -> str:
-    lines = []
-    ck = status["checkpoint"]
-    lines.append(
-        f"checkpoint {ck['seq']} in {ck['state_dir']} ({ck['size_bytes']:,} bytes, "
-        f"{ck['age_s']:.0f} s old, state dir {ck['state_dir_bytes']:,} bytes)"
-    )
-    for name, model in status["models"].items():
-        star = " (serving)" if name == status["serving"] else ""
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in model["metrics"].items())
-        lines.append(f"model {name}{star}: {model['n_learned']:,} labels learned; {metrics}")
-        if model.get("rolling_metrics"):
-            rolling = ", ".join(f"{k} {v:.4f}" for k, v in model["rolling_metrics"].items())
-            lines.append(f"  rolling {rolling}")
-        if model.get("fingerprint"):
-            lines.append(f"  fingerprint {model['fingerprint']}")
-        else:
-            lines.append(f"  fingerprint unavailable: {model.get('fingerprint_error') or 'not computed'}")
-    c = status["counts"]
-    lines.append(
-        f"events {c['events']:,}, predictions {c['predictions']:,}, labels {c['labels']:,} "
-        f"(joined {c['joined']:,}, unmatched {c['unmatched_labels']:,}, duplicate {c['duplicate_labels']:,}, "
-        f"expired {c['expired']:,}), invalid {c['invalid']:,}, pending {status['pending']:,}"
-    )
-    if c.get("label_requests"):
-        lines.append(f"label requests {c['label_requests']:,} (labels joined {c['joined']:,})")
-    for key, n in sorted(status["invalid_by_reason"].items()):
-        lines.append(f"  invalid {key}: {n:,}")
-    lines.append("offsets " + ", ".join(f"{k}={v}" for k, v in status["offsets"].items()))
-    drift = status.get("drift") or []
-    if drift:
-        lines.append(f"drift detections: {len(drift)} kept (the latest 10 below; all in --json)")
-        for d in drift[-10:]:
-            lines.append(f"  event {d['position']:,}: {d['detector']} on {d['signal']} of {d['model']} -> {d['action']}")
-    for p in status.get("promotions") or []:
-        lines.append(f"{p['kind']} at event {p['position']:,}: {p['from']} -> {p['to']}")
-    return "\n".join(lines)
-
-
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     status = read_status(cfg)
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status))
@@ -452,19 +315,19 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_report(cfg: Config, args: argparse.Namespace) -> int:
-    from stream.report import render_report
+    from stream.cli.report import render_report
 
-    ckpt, _, _ = _newest_checkpoint(cfg)
+    ckpt, _, _ = newest_checkpoint(cfg)
     out = render_report(ckpt.meta, args.out, metrics=args.metric, title=args.title)
     print(f"wrote {out} ({len(ckpt.meta.get('history', {}).get('points', []))} points, checkpoint {ckpt.seq})")
     return 0
 
 
 def cmd_oracle(cfg: Config, args: argparse.Namespace) -> int:
-    from stream.broker import ensure_kafka
-    from stream.datasets import open_dataset
-    from stream.oracle import Oracle, truth_from_samples
-    from stream.topics import create_topics
+    from stream.connect.bootstrap import ensure_kafka
+    from stream.devtools.datasets import open_dataset
+    from stream.devtools.oracle import Oracle, truth_from_samples
+    from stream.connect.topics import create_topics
 
     samples = open_dataset(args.dataset, limit=args.limit, seed=args.seed, drift_at=args.drift_at)
     truth = truth_from_samples(samples.rows, args.id_prefix or samples.name)
@@ -488,7 +351,7 @@ def cmd_oracle(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from stream.cli.demo import run_demo
 
     return run_demo(cfg, dataset=args.dataset, label_delay=args.label_delay, limit=args.limit)
 

@@ -12,7 +12,7 @@ Endpoints (``[http] host``/``port``, loopback by default):
                        (model fingerprints from the live models), plus ``"live": true``,
                        ``"lag"`` per input partition and ``"rates"`` (events, labels,
                        predictions per second over the last 10 s)
-``GET /history``       the bounded metrics history (:mod:`stream.history`), drift detections and
+``GET /history``       the bounded metrics history (:mod:`stream.engine.history`), drift detections and
                        promotions, for plots
 ``POST /predict``      score one event ``{"x": {...}, "id"?: ...}`` or a list of them with the
                        serving model. **Read-only**: nothing enters the pending-label store,
@@ -44,8 +44,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream.codecs import InvalidMessage, _check_features
+from stream.engine.codecs import InvalidMessage, _check_features
 from stream.errors import RiverbedError
+from stream.ops.status import checkpoint_info, status_document
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,11 @@ def error_response(exc: HttpError) -> Response:
 
 
 def status_page_html() -> bytes:
-    return resources.files("stream").joinpath("status_page.html").read_bytes()
+    return resources.files("stream.ops").joinpath("status_page.html").read_bytes()
 
 
 class HttpApi:
-    """The HTTP server of one :class:`~stream.processor.Processor` (see the module docstring)."""
+    """The HTTP server of one :class:`~stream.engine.processor.Processor` (see the module docstring)."""
 
     def __init__(self, processor: Any, host: str, port: int, *, ready_lag: int = 1000,
                  max_body_bytes: int = MAX_BODY_BYTES):
@@ -355,8 +356,6 @@ class HttpApi:
         now = time.monotonic()
         if self._status_cache is not None and now - self._status_cache[0] < STATUS_CACHE_S:
             return self._status_cache[1]
-        from stream.cli import checkpoint_info, status_document
-
         self._require_models()
         p = self.processor
         meta = p.checkpoint_meta(fingerprints=True)  # here, on request and cached; never per checkpoint

@@ -31,7 +31,7 @@ import importlib
 import math
 from typing import Any, Callable
 
-from stream.codecs import InvalidMessage
+from stream.engine.codecs import InvalidMessage
 from stream.errors import ConfigError
 
 __all__ = ["FeatureTransform", "TransformError", "load_transform", "first_line"]

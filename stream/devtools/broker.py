@@ -58,7 +58,7 @@ from typing import Iterator
 
 from stream.config import Config
 from stream.errors import BrokerError, KafkaUnavailableError
-from stream.topics import cluster_info, port_accepts
+from stream.connect.topics import cluster_info, port_accepts
 
 logger = logging.getLogger(__name__)
 
@@ -779,36 +779,3 @@ class LocalBroker:
                 return match.group(1)
         return self.kafka_version
 
-
-# -- what the CLI and services call -------------------------------------------------------------
-
-
-def resolve_bootstrap(config: Config) -> str:
-    """``[kafka] bootstrap_servers`` when set, else the local broker's address."""
-    return config.kafka.bootstrap_servers or LocalBroker(config).bootstrap
-
-
-def ensure_kafka(config: Config) -> str:
-    """Make sure Kafka answers and return its bootstrap string.
-
-    With ``[kafka] bootstrap_servers`` set, only check that it answers (never start
-    anything); otherwise start the local broker if none answers.
-
-    Raises
-    ------
-    KafkaUnavailableError
-        When the configured servers do not answer.
-    BrokerError
-        When the local broker cannot be started.
-    """
-    servers = config.kafka.bootstrap_servers
-    if not servers:
-        broker = LocalBroker(config)
-        broker.start()
-        return broker.bootstrap
-    if cluster_info(servers, timeout_s=config.kafka.request_timeout_s) is None:
-        raise KafkaUnavailableError(
-            f"Kafka at {servers} ([kafka] bootstrap_servers) does not answer; start it (the "
-            "local broker: `riverbed broker start`) or fix [kafka] bootstrap_servers"
-        )
-    return servers

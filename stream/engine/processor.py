@@ -4,8 +4,8 @@ One asyncio loop on aiokafka owns every partition of ``events`` and ``labels`` (
 assignment; River models are single-writer) and does, per fetched batch:
 
 1. decode and validate each record, and apply ``[features] transform`` to events
-   (:mod:`stream.transforms`); invalid ones are copied unchanged to ``deadletter``;
-2. release records in deterministic event-time order (:class:`~stream.merge.EventTimeMerge`);
+   (:mod:`stream.engine.transforms`); invalid ones are copied unchanged to ``deadletter``;
+2. release records in deterministic event-time order (:class:`~stream.engine.merge.EventTimeMerge`);
 3. event: predict with the serving model, emit the prediction, keep ``(x, prediction, ts)`` in
    the pending-label store under the event id; with ``[labels] request_budget``, publish a label
    request when the budgeted sampler picks the event (:mod:`learners.active`);
@@ -66,24 +66,23 @@ from learners.active import LabelRequestSampler
 from state import StateStore, seal, unseal
 from state.errors import StateError
 from stream import __version__
-from stream.broker import ensure_kafka
-from stream.codecs import InvalidMessage, OutputCodec, parse_event, parse_label, plain_scalar
-from stream.transforms import load_transform
-from stream.config import MODEL_KEY_ENV, Config
+from stream.connect.bootstrap import ensure_kafka
+from stream.engine.codecs import InvalidMessage, OutputCodec, parse_event, parse_label, plain_scalar
+from stream.engine.transforms import load_transform
+from stream.config import Config
+from stream.engine.model_bytes import load_model_state, seal_model_state
 from stream.errors import RiverbedError
-from stream.history import MetricsHistory, model_snapshot
-from stream.merge import EventTimeMerge, Item
-from stream.metrics import ServiceMetrics, serve
-from stream.output import BatchedOutput
-from stream.runtime import tune_gc
-from stream.topics import create_topics, topic_partitions
+from stream.engine.history import MetricsHistory, model_snapshot
+from stream.engine.merge import EventTimeMerge, Item
+from stream.engine.metrics import ServiceMetrics, serve
+from stream.engine.output import BatchedOutput
+from stream.engine.runtime import tune_gc
+from stream.connect.topics import create_topics, topic_partitions
 
 log = logging.getLogger(__name__)
 
 #: Sweep expired pending entries every this many events (a stream position, so deterministic).
 EXPIRY_SWEEP_EVENTS = 1000
-#: Model bytes are sealed with this producer version and refused by any other.
-MODEL_FORMAT = f"riverbed-models 1; river {river.__version__}"
 
 PROCESS_SLICE_S = 0.02
 """The loop applies released records for at most about this long, then lets the other tasks run.
@@ -106,23 +105,6 @@ COUNT_NAMES = (
     "invalid",
     "label_requests",
 )
-
-
-def model_key() -> bytes | None:
-    """The HMAC key for model bytes, from ``RIVERBED_MODEL_KEY`` (never logged)."""
-    key = os.environ.get(MODEL_KEY_ENV)
-    return key.encode() if key else None
-
-
-def load_model_state(blob: bytes) -> dict:
-    """The state pickled in sealed model bytes (``{"models": ModelSet, "sampler": ...}``).
-
-    The bytes are verified first, as on restore: SHA-256, the HMAC when ``RIVERBED_MODEL_KEY`` is
-    set, and :data:`MODEL_FORMAT`; refused bytes raise :class:`state.errors.StateError` and are
-    never unpickled.
-    """
-    payload = unseal(blob, expect_version=MODEL_FORMAT, key=model_key())
-    return pickle.loads(payload)  # integrity verified by unseal() above
 
 
 @dataclass
@@ -159,7 +141,7 @@ class Processor:
         Start the ``/metrics`` HTTP server (``[metrics] enabled`` must also be true).
     serve_http
         Start the status page and HTTP API on this loop (``[http] enabled`` must also be true;
-        see :mod:`stream.http_api`).
+        see :mod:`stream.ops.http_api`).
     """
 
     def __init__(
@@ -203,7 +185,7 @@ class Processor:
         self.publish_challengers = config.challengers.publish
         self._published_models: set[str] = set()
         self.http_port: int | None = None
-        self.history = MetricsHistory()  # bounded metrics over the stream, for plots (stream.history)
+        self.history = MetricsHistory()  # bounded metrics over the stream, for plots (stream.engine.history)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -238,11 +220,11 @@ class Processor:
         http_api = None
         try:
             self._restore()
-            tune_gc()  # see stream/runtime.py: full GC passes were 12-20% of the loop's time
+            tune_gc()  # see stream/engine/runtime.py: full GC passes were 12-20% of the loop's time
             if self.serve_metrics:
                 self.metrics_port = serve(self.metrics, cfg.metrics.host, cfg.metrics.port)
             if self.serve_http:
-                from stream.http_api import HttpApi
+                from stream.ops.http_api import HttpApi
 
                 http_api = HttpApi(self, cfg.http.host, cfg.http.port, ready_lag=cfg.http.ready_lag)
                 self.http_port = await http_api.start()
@@ -416,11 +398,7 @@ class Processor:
         await self._checkpoint_landed()
         started = time.perf_counter()
         barrier = self.output.barrier()
-        blob = seal(
-            pickle.dumps({"models": self.models, "sampler": self.sampler}, protocol=5),
-            producer_version=MODEL_FORMAT,
-            key=model_key(),
-        )
+        blob = seal_model_state(self.models, self.sampler)
         meta = self.checkpoint_meta()
         commit = self.store.begin_commit(meta, blob)
         self.metrics.checkpoint_pause.observe(time.perf_counter() - started)

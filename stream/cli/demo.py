@@ -16,14 +16,14 @@ import time
 from river import evaluate
 
 from learners import build_model, river_metric
-from stream.broker import ensure_kafka
-from stream.cli import read_status
+from stream.connect.bootstrap import ensure_kafka
+from stream.ops.status import read_status
 from stream.config import Config
-from stream.datasets import open_dataset
+from stream.devtools.datasets import open_dataset
 from stream.errors import ConfigError
-from stream.processor import Processor
-from stream.replay import produce, schedule
-from stream.topics import create_topics
+from stream.engine.processor import Processor
+from stream.devtools.replay import produce, schedule
+from stream.connect.topics import create_topics
 
 log = logging.getLogger(__name__)
 

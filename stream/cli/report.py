@@ -1,7 +1,7 @@
 """``riverbed report --out FILE.png``: metrics over the stream, with drift and promotions marked.
 
 The plot is drawn from the checkpoint alone: the bounded metrics history kept in its meta
-(:mod:`stream.history`), the drift detections (``"drift"``) and the champion/challenger
+(:mod:`stream.engine.history`), the drift detections (``"drift"``) and the champion/challenger
 promotions (``"promotions"``). One panel per metric; per model, the rolling metric as a solid
 line and the cumulative (prequential) metric as a dashed line of the same colour; drift
 detections as dotted vertical lines, promotions as solid green ones. The x axis is the stream

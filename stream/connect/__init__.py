@@ -1,0 +1,1 @@
+"""How riverbed reaches a Kafka cluster: topic administration and client settings."""

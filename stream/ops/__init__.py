@@ -1,0 +1,1 @@
+"""What an operator reads: the status document, the HTTP API and the status page."""
