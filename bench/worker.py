@@ -72,7 +72,35 @@ def run_bare(spec: dict) -> dict:
 
 
 def _measured_processor_class():
+    from stream.engine.handlers import RecordHandlers
     from stream.engine.processor import Processor
+
+    class MeasuredHandlers(RecordHandlers):
+        """The real handlers, plus clocks: first record in, target reached, label freshness."""
+
+        def __init__(self, *args, run: "MeasuredProcessor", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.run = run
+
+        def apply(self, items, until=float("inf")):
+            run = self.run
+            if not run.ready and run.record_freshness:
+                run.ready = True
+                print("READY", file=sys.stderr, flush=True)
+            if run.t_first is None and run.merge.buffered():
+                run.t_first = time.perf_counter()
+                run.cpu_first = time.process_time()
+            n = super().apply(items, until)
+            counts = self.state.counts
+            if run.t_done is None and counts["events"] + counts["labels"] >= run.target:
+                run.t_done = time.perf_counter()
+                run.stop()
+            return n
+
+        def on_label(self, label, ts, record):
+            super().on_label(label, ts, record)
+            if self.run.record_freshness:
+                self.run.freshness.append(time.time() - ts)
 
     class MeasuredProcessor(Processor):
         """The real processor, plus clocks: first record in, last prediction acknowledged."""
@@ -85,25 +113,16 @@ def _measured_processor_class():
             self.t_acked: float | None = None
             self.ready = False
             self.freshness: list[float] = []
-            self._record_freshness = record_freshness
+            self.record_freshness = record_freshness
 
-        def _process(self, items, until=float("inf")):
-            if not self.ready and self._record_freshness:
-                self.ready = True
-                print("READY", file=sys.stderr, flush=True)
-            if self.t_first is None and self.merge.buffered():
-                self.t_first = time.perf_counter()
-                self.cpu_first = time.process_time()
-            n = super()._process(items, until)
-            if self.t_done is None and self.counts["events"] + self.counts["labels"] >= self.target:
-                self.t_done = time.perf_counter()
-                self.stop()
-            return n
+        def build_handlers(self, state, store, output, telemetry):
+            cfg = self.config
+            from stream.engine.codecs import OutputCodec
 
-        def _on_label(self, label, ts):
-            super()._on_label(label, ts)
-            if self._record_freshness:
-                self.freshness.append(time.time() - ts)
+            return MeasuredHandlers(
+                state, store.pending, store.learned, output, OutputCodec(cfg.codec.output), self.topics,
+                ttl_s=cfg.labels.ttl_s, publish_challengers=cfg.challengers.publish, observer=telemetry, run=self,
+            )
 
         async def checkpoint(self, wait=True):
             await super().checkpoint(wait)

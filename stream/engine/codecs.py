@@ -118,7 +118,8 @@ _NUMBERS = frozenset((float, int, bool))
 _STR = frozenset((str,))
 
 
-def _check_features(x: Any, binary: bool = False) -> dict:
+def check_features(x: Any, binary: bool = False) -> dict:
+    """``x`` when it is a map of string names to finite numbers, strings or bools (bytes with ``binary``)."""
     if type(x) is dict:
         # Fast path for the usual all-numeric event: C-level type checks and one finite sum
         # (a NaN or an infinity makes the sum non-finite). Anything else, including a sum that
@@ -145,6 +146,9 @@ def _check_features(x: Any, binary: bool = False) -> dict:
     return x
 
 
+_check_features = check_features  # the name stream.ops.http_api still imports
+
+
 def parse_event(raw: bytes | None, max_bytes: int, binary: bool = False) -> Event:
     """Decode and validate an event ``{"id", "x", "ts"?}``.
 
@@ -155,7 +159,7 @@ def parse_event(raw: bytes | None, max_bytes: int, binary: bool = False) -> Even
     event_id = _check_id(value)
     if "x" not in value:
         raise InvalidMessage("missing_x", "no 'x' field")
-    return Event(event_id, _check_features(value["x"], binary), _check_ts(value))
+    return Event(event_id, check_features(value["x"], binary), _check_ts(value))
 
 
 def parse_label(raw: bytes | None, max_bytes: int, regression: bool) -> Label:

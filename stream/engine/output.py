@@ -88,7 +88,6 @@ class BatchedOutput:
         self._partitions = dict(partitions)
         self._slots: dict[tuple[str, int], _Slot] = {}
         self._failure: BaseException | None = None
-        self.sent = 0
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence = ()) -> None:
         partition = partition_for(key, self._partitions[topic])
@@ -108,7 +107,6 @@ class BatchedOutput:
                     "lower [codec] max_message_bytes or raise the producer's max_batch_size"
                 )
         slot.added += 1
-        self.sent += 1
 
     async def submit(self) -> None:
         """Wake the sender of every partition with output (does not wait for delivery).
@@ -123,6 +121,11 @@ class BatchedOutput:
                 while len(slot.queued) > MAX_QUEUED_BATCHES and self._failure is None:
                     await slot.progress.wait()
         self._raise_failure()
+
+    @property
+    def acked(self) -> int:
+        """Messages Kafka has acknowledged so far, over all partitions."""
+        return sum(slot.acked for slot in self._slots.values())
 
     def barrier(self) -> Barrier:
         """Mark everything added so far; :meth:`wait` for it while adding more goes on."""

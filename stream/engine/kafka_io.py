@@ -1,0 +1,114 @@
+"""Kafka I/O of the processor: clients, assignment, seek, fetch, caught-up, lag, offset commits.
+
+Contract
+--------
+- The consumer is manually assigned *every* partition of the input topics (River models are
+  single-writer), never auto-commits, reads ``read_committed`` and starts each partition at the
+  checkpointed offset (the beginning when there is none): the checkpoint, not the consumer group,
+  is the truth on restart.
+- Group offsets are committed only for what a durable checkpoint covers, for lag tools.
+- The producer is idempotent with ``acks=all``; output goes through
+  :class:`~stream.engine.output.BatchedOutput` built on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream.config import Config
+
+
+class KafkaIO:
+    """The consumer and producer of one processor (see the module docstring)."""
+
+    def __init__(self, config: Config, bootstrap: str):
+        cfg = config
+        max_bytes = cfg.codec.max_message_bytes
+        timeout_ms = int(cfg.kafka.request_timeout_s * 1000)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id=cfg.kafka.client_id,
+            group_id=cfg.kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            request_timeout_ms=timeout_ms,
+            fetch_max_wait_ms=min(500, max(10, cfg.processor.poll_timeout_ms)),
+            max_partition_fetch_bytes=max(1_048_576, max_bytes + 1024),
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=cfg.kafka.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            max_request_size=max(1_048_576, max_bytes + 65_536),
+            request_timeout_ms=timeout_ms,
+        )
+        self.inputs: list[TopicPartition] = []
+        self.started = False
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        try:
+            await self.producer.start()
+        except BaseException:
+            await self.consumer.stop()
+            raise
+        self.started = True
+
+    async def stop(self) -> None:
+        try:
+            await self.consumer.stop()
+        finally:
+            await self.producer.stop()
+
+    async def assign(self, partitions: Iterable[tuple[str, int]], offsets: dict[tuple[str, int], int]) -> None:
+        """Own ``partitions``; each starts at ``offsets[(topic, partition)]`` or the beginning."""
+        self.inputs = [TopicPartition(topic, p) for topic, p in partitions]
+        self.consumer.assign(self.inputs)
+        for tp in self.inputs:
+            offset = offsets.get((tp.topic, tp.partition))
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list]:
+        return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+
+    async def caught_up(self, tp: TopicPartition) -> bool:
+        """True when the consumer's position is at the partition's last stable offset (or high watermark)."""
+        end = self.consumer.last_stable_offset(tp)
+        if end is None or end < 0:
+            end = self.consumer.highwater(tp)
+        if end is None:
+            return False
+        return await self.consumer.position(tp) >= end
+
+    def lag(self, offsets: dict[tuple[str, int], int]) -> dict[str, int | None]:
+        """Records behind per input partition (``"topic:partition"``), None before a high watermark is known."""
+        lag: dict[str, int | None] = {}
+        for tp in self.inputs:
+            high = self.consumer.highwater(tp)
+            done = offsets.get((tp.topic, tp.partition), 0)
+            lag[f"{tp.topic}:{tp.partition}"] = None if high is None else max(0, high - done)
+        return lag
+
+    async def commit(self, offsets: Iterable[tuple[str, int, int]]) -> None:
+        """Commit ``(topic, partition, next offset)`` to the consumer group."""
+        await self.consumer.commit({TopicPartition(t, p): o for t, p, o in offsets})
+
+    async def broker_reachable(self, timeout_s: float) -> str | None:
+        """None when a metadata round trip answers within ``timeout_s``, else why not."""
+        if not self.started:
+            return "starting: the Kafka clients are not connected yet"
+        try:
+            await asyncio.wait_for(self.consumer.topics(), timeout_s)
+        except Exception as exc:
+            return f"broker unreachable: {type(exc).__name__} {exc}"[:300]
+        return None
