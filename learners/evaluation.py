@@ -12,6 +12,10 @@ for which prediction each metric sees (``river/evaluate/progressive_validation.p
 * a metric is not updated at all when its prediction is ``None`` or ``{}`` (a classifier that has
   not seen any class yet). The label still counts as learned; it just is not scored.
 
+A metric that has scored nothing yet has no value: :meth:`Prequential.values` and
+:meth:`Prequential.rolling_values` report ``None`` for it (``null`` in JSON), not River's
+placeholder ``0.0``, which reads like a real, terrible score.
+
 So, fed with the same predictions in the same order, the values here equal River's, to the bit.
 
 """
@@ -58,10 +62,10 @@ class Prequential:
     >>> evaluation.n_updates
     3
 
-    Build it from names with :meth:`from_names`:
+    Build it from names with :meth:`from_names`; before any scored label, metrics have no value:
 
     >>> Prequential.from_names(["mae", "rmse"], "regression").values()
-    {'mae': 0.0, 'rmse': 0.0}
+    {'mae': None, 'rmse': None}
 
     """
 
@@ -81,6 +85,8 @@ class Prequential:
             for name, metric in self.metrics.items()
         }
         self.n_updates = 0
+        #: Names of the metrics that have not scored any prediction yet (their value is ``None``).
+        self.unscored: set[str] = set(self.metrics)
         if window is not None and (type(window) is not int or window < 1):
             raise LearnerError(f"rolling window must be a positive integer, got {window!r}")
         self.window = window
@@ -96,6 +102,8 @@ class Prequential:
         self.__dict__.update(state)
         self.__dict__.setdefault("window", None)  # pickled before rolling metrics
         self.__dict__.setdefault("rolling", {})
+        if "unscored" not in state:  # pickled before unscored metrics were told apart
+            self.unscored = set() if self.n_updates else set(self.metrics)
 
     @classmethod
     def from_names(cls, names: typing.Iterable[str], task: str, window: int | None = None) -> Prequential:
@@ -134,22 +142,31 @@ class Prequential:
         self.n_updates += 1
         uses_proba = self._uses_proba
         rolling = self.rolling
+        unscored = self.unscored
         for name, metric in self.metrics.items():
             prediction = proba if uses_proba[name] else y_pred
             if prediction is not None and prediction != {}:
                 metric.update(y_true, prediction)
                 if rolling:
                     rolling[name].update(y_true, prediction)
+                if unscored:
+                    unscored.discard(name)
 
-    def values(self) -> dict[str, float]:
-        """The current value of each metric, by name, as plain ``float``.
+    def values(self) -> dict[str, float | None]:
+        """The current value of each metric, by name, as plain ``float``; ``None`` before it scored anything.
 
         (Some River metrics, e.g. ``ROCAUC``, return ``numpy.float64``; the conversion is exact.)
         """
-        return {name: float(metric.get()) for name, metric in self.metrics.items()}
+        unscored = self.unscored
+        return {
+            name: None if name in unscored else float(metric.get()) for name, metric in self.metrics.items()
+        }
 
-    def rolling_values(self) -> dict[str, float]:
+    def rolling_values(self) -> dict[str, float | None]:
         """The value of each metric over the last ``window`` scored predictions (``{}`` without a window).
+
+        ``None`` while the window holds no scored prediction (before the first one, or after
+        :meth:`set_window` started a new window).
 
         >>> evaluation = Prequential.from_names(["accuracy"], "binary", window=2)
         >>> for y, p in [(True, False), (True, True), (False, False)]:
@@ -157,7 +174,9 @@ class Prequential:
         >>> evaluation.values(), evaluation.rolling_values()
         ({'accuracy': 0.6666666666666666}, {'accuracy': 1.0})
         """
-        return {name: _real(metric.get()) for name, metric in self.rolling.items()}
+        return {
+            name: _real(metric.get()) if metric.window else None for name, metric in self.rolling.items()
+        }
 
     def set_window(self, window: int | None) -> None:
         """Keep the rolling metrics over ``window`` labels from now on (a new, empty window if it changes)."""
@@ -183,7 +202,9 @@ class Prequential:
         return 0
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={value:.6g}" for name, value in self.values().items())
+        inner = ", ".join(
+            f"{name}={'n/a' if value is None else format(value, '.6g')}" for name, value in self.values().items()
+        )
         return f"Prequential({inner})"
 
 

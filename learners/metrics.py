@@ -33,7 +33,7 @@ from learners import exact_metrics
 from learners.errors import LearnerError
 from learners.presets import check_task
 
-__all__ = ["METRICS", "ALIASES", "build_metric", "river_metric", "metric_names"]
+__all__ = ["METRICS", "ALIASES", "DEFAULT_METRICS", "build_metric", "default_metric_names", "river_metric", "metric_names"]
 
 _BINARY = ("binary",)
 _CLASSIFICATION = ("binary", "multiclass")
@@ -90,6 +90,16 @@ ALIASES: dict[str, str] = {
     "rolling_pr_auc": "rolling_prauc",
 }
 
+#: The metrics a task is evaluated with when none are configured (``[model] metrics = []``): label
+#: accuracy, a probability-based score, and for regression the error in the target's unit and R².
+#: Multiclass takes ``macro_f1`` (every class counts alike) and ``cross_entropy`` (River's
+#: multiclass log loss) where binary has ``rocauc`` and ``logloss``.
+DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "logloss", "rocauc"),
+    "multiclass": ("accuracy", "macro_f1", "cross_entropy"),
+    "regression": ("mae", "rmse", "r2"),
+}
+
 # What to use instead of a binary-only metric on a multiclass task.
 _MULTICLASS_INSTEAD = {
     "f1": "macro_f1",
@@ -110,6 +120,17 @@ def metric_names(task: str) -> list[str]:
     """
     check_task(task)
     return [name for name, (_, tasks) in METRICS.items() if task in tasks]
+
+
+def default_metric_names(task: str) -> list[str]:
+    """The metrics ``task`` is evaluated with when none are configured (:data:`DEFAULT_METRICS`).
+
+    >>> default_metric_names("multiclass")
+    ['accuracy', 'macro_f1', 'cross_entropy']
+
+    """
+    check_task(task)
+    return list(DEFAULT_METRICS[task])
 
 
 def build_metric(name: str, task: str) -> metrics.base.Metric:

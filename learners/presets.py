@@ -9,9 +9,18 @@ classifier that handles more than two classes for ``"multiclass"``, a regressor 
 Every preset with randomness has a fixed ``seed``, so that replaying the same labels always
 builds the same model.
 
+Every preset takes the message contract's features: numbers, strings and bools (bools are
+numbers). The linear models and Gaussian naive Bayes get a
+:class:`~learners.features.MixedFeatureScaler` in front (numbers standard-scaled, or passed
+through for naive Bayes and the bare regression tree; strings one-hot encoded); the Hoeffding
+tree classifiers and the forest split on string features natively.
+
 >>> model = build_model("logreg", "binary")
 >>> [type(step).__name__ for step in model.steps.values()]
-['StandardScaler', 'LogisticRegression']
+['MixedFeatureScaler', 'LogisticRegression']
+>>> model.learn_one({"amount": 12.5, "country": "NL", "new_customer": True}, True)
+>>> model.predict_one({"amount": 3.0, "country": "FR", "new_customer": False})
+True
 
 >>> build_model("river.linear_model:LinearRegression", "regression").__class__.__name__
 'LinearRegression'
@@ -29,9 +38,10 @@ import dataclasses
 import importlib
 import typing
 
-from river import base, forest, linear_model, naive_bayes, preprocessing, tree
+from river import base, forest, linear_model, naive_bayes, tree
 
 from learners.errors import LearnerError
+from learners.features import MixedFeatureScaler
 
 __all__ = ["PRESETS", "TASKS", "PresetSpec", "build_model", "check_model_fits_task", "check_task"]
 
@@ -70,7 +80,7 @@ class PresetSpec:
 
 
 def _logreg():
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    return MixedFeatureScaler() | linear_model.LogisticRegression()
 
 
 def _hoeffding_tree():
@@ -82,7 +92,8 @@ def _hoeffding_adaptive():
 
 
 def _naive_bayes():
-    return naive_bayes.GaussianNB()
+    # GaussianNB fits a Gaussian to every feature: strings must be one-hot encoded first.
+    return MixedFeatureScaler(scale=False) | naive_bayes.GaussianNB()
 
 
 def _arf():
@@ -90,22 +101,23 @@ def _arf():
 
 
 def _softmax():
-    return preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
+    return MixedFeatureScaler() | linear_model.SoftmaxRegression()
 
 
 def _linreg():
-    return preprocessing.StandardScaler() | linear_model.LinearRegression()
+    return MixedFeatureScaler() | linear_model.LinearRegression()
 
 
 def _hoeffding_regressor():
-    return tree.HoeffdingTreeRegressor()
+    # The tree splits on strings, but its leaves' linear models only take numbers.
+    return MixedFeatureScaler(scale=False) | tree.HoeffdingTreeRegressor()
 
 
 def _scaled_hoeffding_regressor():
     # The leaves' linear models (leaf_prediction="adaptive" or "model") diverge on unscaled
     # features: bare HoeffdingTreeRegressor() has a prequential MAE of 4.7e8 on TrumpApproval,
     # scaled 0.96 (linreg: 1.31). River's own examples scale it too.
-    return preprocessing.StandardScaler() | tree.HoeffdingTreeRegressor()
+    return MixedFeatureScaler() | tree.HoeffdingTreeRegressor()
 
 
 _CLASSIFICATION = ("binary", "multiclass")
@@ -118,7 +130,7 @@ PRESETS: dict[str, PresetSpec] = {
             "logreg",
             ("binary",),
             _logreg,
-            "StandardScaler | LogisticRegression: fast linear baseline",
+            "MixedFeatureScaler | LogisticRegression: fast linear baseline",
         ),
         PresetSpec(
             "hoeffding_tree",
@@ -136,7 +148,7 @@ PRESETS: dict[str, PresetSpec] = {
             "naive_bayes",
             _CLASSIFICATION,
             _naive_bayes,
-            "GaussianNB: Gaussian naive Bayes",
+            "MixedFeatureScaler(scale=False) | GaussianNB: Gaussian naive Bayes",
         ),
         PresetSpec(
             "arf",
@@ -148,25 +160,25 @@ PRESETS: dict[str, PresetSpec] = {
             "softmax",
             _CLASSIFICATION,
             _softmax,
-            "StandardScaler | SoftmaxRegression: linear model for any number of classes",
+            "MixedFeatureScaler | SoftmaxRegression: linear model for any number of classes",
         ),
         PresetSpec(
             "linreg",
             ("regression",),
             _linreg,
-            "StandardScaler | LinearRegression: fast linear baseline",
+            "MixedFeatureScaler | LinearRegression: fast linear baseline",
         ),
         PresetSpec(
             "hoeffding_regressor",
             ("regression",),
             _hoeffding_regressor,
-            "HoeffdingTreeRegressor: incremental regression tree (scale your features, or use the scaled preset)",
+            "MixedFeatureScaler(scale=False) | HoeffdingTreeRegressor: incremental regression tree (unscaled; prefer the scaled preset)",
         ),
         PresetSpec(
             "scaled_hoeffding_regressor",
             ("regression",),
             _scaled_hoeffding_regressor,
-            "StandardScaler | HoeffdingTreeRegressor: the regression tree on standardized features",
+            "MixedFeatureScaler | HoeffdingTreeRegressor: the regression tree on standardized features",
         ),
     )
 }
@@ -293,7 +305,7 @@ def build_model(spec: str, task: str) -> base.Estimator:
     Examples
     --------
 
-    >>> build_model("naive_bayes", "multiclass")
+    >>> build_model("naive_bayes", "multiclass")["GaussianNB"]
     GaussianNB ()
 
     >>> build_model("xgboost", "binary")

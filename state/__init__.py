@@ -5,7 +5,9 @@ and small msgpack-able dicts. See :mod:`state.store` for the recovery contract.
 """
 
 from state.errors import (
+    CheckpointUnreadable,
     CorruptStateError,
+    DiskFullError,
     IncompatibleStateError,
     MissingStateError,
     StateError,
@@ -25,7 +27,9 @@ from state.store import Checkpoint, PendingCommit, StateStore
 
 __all__ = [
     "Checkpoint",
+    "CheckpointUnreadable",
     "CorruptStateError",
+    "DiskFullError",
     "FrozenOverlay",
     "IncompatibleStateError",
     "KeyLayout",

@@ -54,3 +54,40 @@ class StateLockedError(StateError):
     def __reduce__(self) -> tuple[type[StateLockedError], tuple[str, str]]:
         # Rebuild from the constructor's arguments, not the formatted message.
         return (type(self), (self.path, self.detail))
+
+
+class CheckpointUnreadable(CorruptStateError):
+    """A checkpoint is refused: neither its RocksDB copy nor its file copy can be read.
+
+    The caller falls back to the next older checkpoint (:meth:`state.store.StateStore.load`).
+
+    Parameters
+    ----------
+    path
+        The state directory.
+    seq
+        The refused checkpoint.
+    reasons
+        Why each copy was refused, one short sentence each.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], seq: int, reasons: tuple[str, ...]) -> None:
+        self.path = os.fspath(path)
+        self.seq = seq
+        self.reasons = tuple(reasons)
+        super().__init__(
+            f"checkpoint {seq} in {self.path} is unreadable ({'; '.join(self.reasons)}): fall "
+            f"back to an older checkpoint"
+        )
+
+    @property
+    def reason(self) -> str:
+        """The reasons as one line (for ``"refused": [{"seq", "reason"}]``)."""
+        return "; ".join(self.reasons)
+
+    def __reduce__(self) -> tuple[type[CheckpointUnreadable], tuple[str, int, tuple[str, ...]]]:
+        return (type(self), (self.path, self.seq, self.reasons))
+
+
+class DiskFullError(StateError):
+    """A checkpoint could not be written because the disk is full (nothing committed is lost)."""

@@ -537,7 +537,10 @@ class RocksPendingLabels(PendingLabels):
         return None if raw is None else (decode_ts(raw[:TS_SIZE]), raw[TS_SIZE:])
 
     def _db_get(self, event_id: str) -> bytes | None:
-        raw = self._db.get(self.layout.entry_key(event_id))
+        try:
+            raw = self._db.get(self.layout.entry_key(event_id))
+        except Exception as exc:  # rocksdict raises plain Exception (checksum mismatch, I/O)
+            raise self._unreadable(exc) from exc
         if raw is not None and len(raw) < TS_SIZE:
             raise CorruptStateError(
                 f"{self.layout.name} entry {event_id!r} in the state dir is {len(raw)} bytes, "
@@ -556,7 +559,19 @@ class RocksPendingLabels(PendingLabels):
                 break
             keys.append(key)
             it.next()
+        try:
+            it.status()  # valid() is False both at the end and after an error
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise self._unreadable(exc) from exc
         return keys
+
+    def _unreadable(self, exc: Exception) -> CorruptStateError:
+        detail = " ".join(str(exc).split())
+        return CorruptStateError(
+            f"the {self.layout.name} in the state dir are unreadable (RocksDB: {detail}): the "
+            f"checkpoints are intact; move the state dir aside and restart riverbed to start "
+            f"from scratch"
+        )
 
     def _read_committed_count(self) -> int:
         raw = self._db.get(self.layout.count_key)

@@ -54,49 +54,119 @@ layer: the checkpoint is durable exactly when ``write`` succeeded (case 3, else 
 increase by one per commit and are never reused.
 
 **Falling back.** The newest ``keep`` checkpoints are kept so that a caller whose newest model
-blob fails to unseal can :meth:`~StateStore.load` an older ``seq`` and use its meta and model.
-Pending labels and learned ids are *not* versioned: ``pending`` and ``learned`` always reflect
-the newest checkpoint. After a fallback, events between the two checkpoints may therefore
+blob fails to unseal, or whose newest checkpoint :meth:`~StateStore.load` refuses
+(:class:`~state.errors.CheckpointUnreadable`), can load an older ``seq`` and use its meta and
+model. Pending labels and learned ids are *not* versioned: ``pending`` and ``learned`` always
+reflect the newest checkpoint. After a fallback, events between the two checkpoints may therefore
 already be pending (their re-prediction overwrites them) or already learned (their labels then
 count as duplicates and are not learned again by the older model).
 
 **Read-only view.** ``StateStore(path, read_only=True)`` works while another process holds the
-store open for writing (``riverbed status`` does this). It sees the checkpoints durable at the
-moment it was opened; open it again to see newer ones.
+store open for writing (``riverbed status`` does this), and on a read-only filesystem (rocksdict
+writes ``rocksdict-config.json`` on every open, so there it opens a temporary directory of
+symlinks to the database files). It sees the checkpoints durable at the moment it was opened;
+open it again to see newer ones.
 
 Storage
 =======
 
-One RocksDB database per state dir, opened through rocksdict **always in raw mode**: rocksdict's
-default mode pickles values and unpickles them on read, so a crafted value would run code. Every
-key and value here is plain bytes::
+Two copies of every checkpoint, one copy of everything else::
+
+    DIR/                          one RocksDB database, opened through rocksdict in raw mode
+        CURRENT, MANIFEST-*, OPTIONS-*, *.sst, *.log, LOCK, LOG, IDENTITY, rocksdict-config.json
+    DIR/checkpoints/ckpt-<seq>.sealed
+                                  a file copy of each kept checkpoint's meta and model bytes,
+                                  with a SHA-256 (layout in :mod:`state.checkpoint_files`)
+
+rocksdict is opened **always in raw mode**: its default mode pickles values and unpickles them
+on read, so a crafted value would run code. Every key and value is plain bytes::
 
     b"meta/format"            -> b"riverbed-state 1"
+    b"meta/last_seq"          -> seq(u64 BE) of the newest checkpoint whose batch landed
     b"ckpt/" + seq(u64 BE)    -> msgpack(meta + {"seq": seq})
     b"model/" + seq(u64 BE)   -> model_blob
     b"meta/pending_count", b"p/...", b"t/..."    pending labels (see state.pending)
     b"meta/learned_count", b"l/...", b"lt/..."   learned ids
+
+**Order of a commit.** (1) ``checkpoints/ckpt-<seq>.sealed.tmp`` is written and fsync'ed (a full
+disk fails here, before RocksDB sees anything); (2) the synced RocksDB batch lands (it also sets
+``meta/last_seq``); (3) the file is renamed to ``ckpt-<seq>.sealed``, the folder fsync'ed, and
+the file copies of pruned checkpoints deleted. So a ``.sealed`` file always describes a batch
+that landed; a crash between (2) and (3) leaves that checkpoint with its RocksDB copy only (the
+``.tmp`` is deleted at the next read-write open).
+
+**Reading.** :meth:`StateStore.checkpoints` lists the union of the RocksDB and file copies;
+:meth:`StateStore.load` uses the RocksDB copy when it reads and matches the file copy's SHA-256,
+else the file copy (:attr:`Checkpoint.copy` says which, :attr:`Checkpoint.damage` why), else
+raises :class:`~state.errors.CheckpointUnreadable` with both reasons. A file copy newer than
+``meta/last_seq`` is refused: its batch, with the pending labels it belongs with, was lost.
+
+Failures and what they cost
+===========================
+
+==========================================  ===================================================
+what broke                                  outcome
+==========================================  ===================================================
+model bytes changed in RocksDB (no          ``load`` returns the file copy of the same
+checksum fails)                             checkpoint; nothing is lost
+a block of a checkpoint's model or meta     same; with no file copy either, ``load(seq)``
+(``block checksum mismatch``)               raises ``CheckpointUnreadable`` and the caller falls
+                                            back to the next older checkpoint
+the checkpoint-key scan stops with an       the file copies list the checkpoints (noted in
+error (iterator status)                     :attr:`StateStore.damage`); without any file copy,
+                                            the open fails with one ``CorruptStateError``
+a damaged file copy                         the RocksDB copy is used; nothing is lost
+truncated write-ahead log (torn tail after  RocksDB recovers to the last intact batch; newer
+a crash, or damage)                         file-only checkpoints are refused ("batch lost"):
+                                            resume from the newest checkpoint that landed and
+                                            replay; nothing is lost
+a damaged block of pending labels or        reads raise one ``CorruptStateError`` (the
+learned ids                                 processor stops with one line); the checkpoints are
+                                            intact; a fresh state dir loses those entries: their
+                                            labels count as unmatched
+a damaged block holding ``meta/format`` or  the open fails with one ``CorruptStateError``
+the counts (they sort next to the oldest    naming the file; the file copies are kept
+model), a truncated SST or MANIFEST
+disk full while committing                  one ``DiskFullError``: "could not write checkpoint N
+                                            to DIR: no space left on device; free disk space
+                                            and restart riverbed (nothing is lost: it resumes
+                                            from checkpoint M)"; ``close`` does not mask it
+read-only filesystem                        ``read_only=True`` works; a writer gets one
+                                            ``StateError``
+==========================================  ===================================================
+
+An open that fails changes no data file (RocksDB may have written its own LOG); the message
+names the damaged file and says to move the directory aside (the file copies in
+``checkpoints/`` stay with it, for inspection).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
+import shutil
+import tempfile
 import pathlib
 import re
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Final, Iterator
 
 import msgpack
 import rocksdict
 
+from state.checkpoint_files import FOLDER as CHECKPOINT_FOLDER
+from state.checkpoint_files import CheckpointFiles
 from state.errors import (
+    CheckpointUnreadable,
     CorruptStateError,
+    DiskFullError,
     IncompatibleStateError,
     MissingStateError,
     StateError,
@@ -114,6 +184,9 @@ FORMAT_KEY: Final = b"meta/format"
 FORMAT_VALUE: Final = b"riverbed-state 1"
 CHECKPOINT_PREFIX: Final = b"ckpt/"
 MODEL_PREFIX: Final = b"model/"
+LAST_SEQ_KEY: Final = b"meta/last_seq"
+
+log = logging.getLogger(__name__)
 
 _SEQ = struct.Struct(">Q")
 _READ_ONLY_OPEN_ATTEMPTS = 3
@@ -133,12 +206,19 @@ class Checkpoint:
         The sealed model bytes exactly as committed.
     size_bytes
         ``len(model_blob)`` plus the size of the encoded meta.
+    copy
+        Which copy it was read from: ``"rocksdb"``, or ``"file"``
+        (``checkpoints/ckpt-<seq>.sealed``).
+    damage
+        Why the other copy was not used, when it was refused (empty when all is well): log it.
     """
 
     seq: int
     meta: dict[Any, Any]
     model_blob: bytes
     size_bytes: int
+    copy: str = "rocksdb"
+    damage: tuple[str, ...] = ()
 
 
 class PendingCommit:
@@ -166,8 +246,14 @@ class PendingCommit:
         kept: list[int],
         pruned: list[int],
         layers: tuple[FrozenOverlay, ...],
+        files: CheckpointFiles,
+        previous: int | None,
+        note_failure: Any,
     ) -> None:
         self.seq = seq
+        self._files = files
+        self._previous = previous
+        self._note_failure = note_failure
         self._path = path
         self._db = db
         self._meta = meta
@@ -199,27 +285,62 @@ class PendingCommit:
                 raise StateError(self._not_writable())
             self._state = "writing"
             written = False
+            unpublished = None
             try:
-                batch = rocksdict.WriteBatch(raw_mode=True)
-                for layer in self._layers:
-                    layer.stage_into(batch)
-                batch.put(FORMAT_KEY, FORMAT_VALUE)
-                batch.put(CHECKPOINT_PREFIX + _SEQ.pack(self.seq), self._encoded_meta)
-                batch.put(MODEL_PREFIX + _SEQ.pack(self.seq), self._model_blob)
-                for old in self._pruned:
-                    batch.delete(CHECKPOINT_PREFIX + _SEQ.pack(old))
-                    batch.delete(MODEL_PREFIX + _SEQ.pack(old))
-                options = rocksdict.WriteOptions()
-                options.sync = True
-                self._db.write(batch, options)
+                unpublished = self._files.write_unpublished(
+                    self.seq, self._encoded_meta, self._model_blob
+                )
+                self._db.write(self._batch(), _synced())
                 written = True
-            except Exception as exc:  # rocksdict raises plain Exception
-                raise StateError(
-                    f"could not write checkpoint {self.seq} to {self._path}: {exc}; the previous "
-                    f"checkpoint is intact (check free disk space and permissions)"
-                ) from exc
+            except Exception as exc:  # rocksdict raises plain Exception; files raise OSError
+                if unpublished is not None:
+                    unpublished.unlink(missing_ok=True)
+                self._note_failure()
+                raise self._write_error(exc) from exc
             finally:
                 self._state = "written" if written else "failed"
+            self._publish(unpublished)
+
+    def _batch(self) -> rocksdict.WriteBatch:
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for layer in self._layers:
+            layer.stage_into(batch)
+        batch.put(FORMAT_KEY, FORMAT_VALUE)
+        batch.put(LAST_SEQ_KEY, _SEQ.pack(self.seq))
+        batch.put(CHECKPOINT_PREFIX + _SEQ.pack(self.seq), self._encoded_meta)
+        batch.put(MODEL_PREFIX + _SEQ.pack(self.seq), self._model_blob)
+        for old in self._pruned:
+            batch.delete(CHECKPOINT_PREFIX + _SEQ.pack(old))
+            batch.delete(MODEL_PREFIX + _SEQ.pack(old))
+        return batch
+
+    def _publish(self, unpublished: pathlib.Path) -> None:
+        """Give the landed checkpoint its file copy and prune old ones (a failure only costs
+        the redundancy of the file copy, so it is logged, not raised)."""
+        try:
+            self._files.publish(unpublished, self.seq)
+            self._files.remove(self._pruned)
+        except OSError as exc:
+            log.warning(
+                "checkpoint %d of %s is committed, but its file copy could not be published "
+                "(%s): only its RocksDB copy protects it", self.seq, self._path, exc
+            )
+
+    def _write_error(self, exc: Exception) -> StateError:
+        what = f"could not write checkpoint {self.seq} to {self._path}"
+        if self._previous is None:
+            resumes = "no checkpoint was written yet, so it starts from the beginning"
+        else:
+            resumes = f"it resumes from checkpoint {self._previous}"
+        if _is_disk_full(exc):
+            return DiskFullError(
+                f"{what}: no space left on device; free disk space and restart riverbed "
+                f"(nothing is lost: {resumes})"
+            )
+        return StateError(
+            f"{what}: {exc}; check free disk space and permissions, then restart riverbed "
+            f"(nothing is lost: {resumes})"
+        )
 
     @property
     def written(self) -> bool:
@@ -253,6 +374,18 @@ class PendingCommit:
         )
 
 
+def _synced() -> rocksdict.WriteOptions:
+    options = rocksdict.WriteOptions()
+    options.sync = True
+    return options
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return "no space left on device" in str(exc).lower()
+
+
 class StateStore:
     """Checkpoints and pending labels in one RocksDB directory.
 
@@ -277,6 +410,9 @@ class StateStore:
     learned : PendingLabels
         Same semantics, separate keys: ids whose label was learned (values are typically
         ``b""``), kept until they expire, to recognise duplicate labels.
+    damage : list of str
+        Problems found while opening that did not stop it (e.g. the checkpoint-key scan stopped
+        with a RocksDB error, so the file copies listed the checkpoints): log them.
 
     Raises
     ------
@@ -288,7 +424,8 @@ class StateStore:
         ``path`` is not a riverbed state dir (a non-empty directory of other files, a rocksdict
         database in pickle mode, another format version).
     CorruptStateError
-        RocksDB reports corruption.
+        RocksDB reports corruption, or cannot read what the open needs (one line naming the
+        damaged file and what to do; nothing is changed).
     StateError
         Any other failure to open the database.
 
@@ -309,21 +446,29 @@ class StateStore:
         self.path = pathlib.Path(path)
         self.keep = keep
         self.read_only = read_only
+        self.damage: list[str] = []
+        self._files = CheckpointFiles(self.path)
+        self._write_failed = False
+        self._linked_view: pathlib.Path | None = None
         self._check_directory()
         self._db: rocksdict.Rdict | None = self._open()
         try:
-            self._check_format()
-            self._pending = RocksPendingLabels(
-                self._db, read_only=read_only, layout=PENDING_LAYOUT
-            )
-            self._learned = RocksPendingLabels(
-                self._db, read_only=read_only, layout=LEARNED_LAYOUT
-            )
-            self._seqs = self._scan_seqs()
+            with self._storage_errors_at_open():
+                self._check_format()
+                self._pending = RocksPendingLabels(
+                    self._db, read_only=read_only, layout=PENDING_LAYOUT
+                )
+                self._learned = RocksPendingLabels(
+                    self._db, read_only=read_only, layout=LEARNED_LAYOUT
+                )
+                self._scan_checkpoints()
+            if not read_only:
+                self._files.remove_unpublished()
             self._in_flight: PendingCommit | None = None
         except BaseException:
             self._db.close()
             self._db = None
+            self._remove_linked_view()
             raise
         self.pending = self._pending
         self.learned = self._learned
@@ -425,6 +570,9 @@ class StateStore:
             kept=kept,
             pruned=[old for old in self._seqs if old not in kept],
             layers=(self._pending.freeze(), self._learned.freeze()),
+            files=self._files,
+            previous=self._seqs[0] if self._seqs else None,
+            note_failure=self._note_write_failure,
         )
         self._in_flight = pending_commit
         return pending_commit
@@ -488,17 +636,28 @@ class StateStore:
         return self._in_flight
 
     def checkpoints(self) -> list[int]:
-        """Sequence numbers of the stored checkpoints, newest first."""
+        """Sequence numbers of the stored checkpoints, newest first.
+
+        Every checkpoint that has a RocksDB copy or a file copy, whether or not it is readable:
+        an unreadable one is listed (and :meth:`load` refuses it with
+        :class:`~state.errors.CheckpointUnreadable`), never silently left out. Empty only when
+        nothing was checkpointed (or everything was pruned).
+        """
         self._require_open("list checkpoints of")
         return list(self._seqs)
 
     def load(self, seq: int | None = None) -> Checkpoint | None:
-        """Read a checkpoint.
+        """Read a checkpoint: its RocksDB copy, else its file copy.
+
+        The RocksDB copy is used when it reads without a storage error, decodes, and matches the
+        SHA-256 of the file copy (when there is one); otherwise the file copy
+        (``checkpoints/ckpt-<seq>.sealed``, verified by its own SHA-256), with the reason in
+        :attr:`Checkpoint.damage`.
 
         Parameters
         ----------
         seq
-            Which one; the newest when ``None``.
+            Which one; the newest listed by :meth:`checkpoints` when ``None``.
 
         Returns
         -------
@@ -507,40 +666,95 @@ class StateStore:
 
         Raises
         ------
-        CorruptStateError
-            Its meta does not decode, or its model bytes are missing.
+        CheckpointUnreadable
+            Neither copy can be read (``.seq`` and ``.reasons`` say which and why): load the
+            next older seq from :meth:`checkpoints`.
         """
-        db = self._require_open("load a checkpoint from")
+        self._require_open("load a checkpoint from")
         if seq is None:
             if not self._seqs:
                 return None
             seq = self._seqs[0]
-        encoded_meta = db.get(CHECKPOINT_PREFIX + _SEQ.pack(seq))
-        if encoded_meta is None:
+        reasons: list[str] = []
+        db_copy = self._read_db_copy(seq, reasons)
+        file_digest = self._files.digest_of(seq)
+        if db_copy is not None and file_digest in (None, _digest(seq, db_copy)):
+            return self._checkpoint(seq, db_copy, "rocksdb", reasons)
+        if db_copy is not None:
+            reasons.append("its RocksDB copy differs from the SHA-256 of its file copy")
+        file_copy = self._read_file_copy(seq, reasons)
+        if file_copy is not None:
+            return self._checkpoint(seq, file_copy, "file", reasons)
+        if db_copy is not None:  # the file copy is the damaged one
+            return self._checkpoint(seq, db_copy, "rocksdb", reasons)
+        if not reasons:
             return None
+        raise CheckpointUnreadable(self.path, seq, tuple(reasons))
+
+    def _read_db_copy(self, seq: int, reasons: list[str]) -> tuple[bytes, dict, bytes] | None:
+        db = self._require_open("load a checkpoint from")
+        try:
+            encoded_meta = db.get(CHECKPOINT_PREFIX + _SEQ.pack(seq))
+            model_blob = db.get(MODEL_PREFIX + _SEQ.pack(seq))
+        except Exception as exc:  # rocksdict raises plain Exception (checksum mismatch, I/O)
+            reasons.append(f"its RocksDB copy is unreadable ({_one_line(exc)})")
+            return None
+        if encoded_meta is None:
+            if seq in self._db_seqs:
+                reasons.append("its RocksDB copy is gone")
+            return None
+        if model_blob is None:
+            reasons.append("its RocksDB copy has no model bytes")
+            return None
+        meta = self._decoded_meta(seq, encoded_meta, "RocksDB", reasons)
+        return None if meta is None else (encoded_meta, meta, model_blob)
+
+    def _read_file_copy(self, seq: int, reasons: list[str]) -> tuple[bytes, dict, bytes] | None:
+        path = self._files.path_of(seq)
+        try:
+            encoded_meta, model_blob = self._files.read(seq)
+        except FileNotFoundError:
+            if seq in self._seqs and seq not in self._db_seqs:
+                reasons.append(f"its file copy {path} is gone")
+            return None
+        except (OSError, CorruptStateError) as exc:
+            reasons.append(f"its file copy is unreadable ({exc})")
+            return None
+        if self._last_seq is not None and seq > self._last_seq and seq not in self._db_seqs:
+            reasons.append(
+                f"only its file copy exists and it is newer than the database's last checkpoint "
+                f"{self._last_seq}: its RocksDB batch (with the pending labels) was lost, e.g. a "
+                f"truncated write-ahead log"
+            )
+            return None
+        meta = self._decoded_meta(seq, encoded_meta, "file", reasons)
+        return None if meta is None else (encoded_meta, meta, model_blob)
+
+    def _decoded_meta(
+        self, seq: int, encoded_meta: bytes, copy: str, reasons: list[str]
+    ) -> dict | None:
         try:
             meta = msgpack.unpackb(encoded_meta, raw=False, strict_map_key=False)
         except Exception as exc:  # msgpack raises several unrelated types
-            raise CorruptStateError(
-                f"checkpoint {seq} in {self.path} has metadata that does not decode ({exc}): "
-                f"load an older checkpoint or start from a fresh [state] dir"
-            ) from exc
-        if not isinstance(meta, dict):
-            raise CorruptStateError(
-                f"checkpoint {seq} in {self.path} has metadata that is not a map: load an "
-                f"older checkpoint or start from a fresh [state] dir"
-            )
-        model_blob = db.get(MODEL_PREFIX + _SEQ.pack(seq))
-        if model_blob is None:
-            raise CorruptStateError(
-                f"checkpoint {seq} in {self.path} has no model bytes: load an older checkpoint "
-                f"or start from a fresh [state] dir"
-            )
+            reasons.append(f"the metadata of its {copy} copy does not decode ({exc})")
+            return None
+        if not isinstance(meta, dict) or meta.get("seq") != seq:
+            reasons.append(f"the metadata of its {copy} copy is not checkpoint {seq}'s")
+            return None
+        return meta
+
+    @staticmethod
+    def _checkpoint(
+        seq: int, copy: tuple[bytes, dict, bytes], source: str, reasons: list[str]
+    ) -> Checkpoint:
+        encoded_meta, meta, model_blob = copy
         return Checkpoint(
             seq=seq,
             meta=meta,
             model_blob=model_blob,
             size_bytes=len(model_blob) + len(encoded_meta),
+            copy=source,
+            damage=tuple(reasons),
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -566,8 +780,23 @@ class StateStore:
         try:
             if not self.read_only:
                 db.flush(True)
-        finally:
             db.close()
+        except Exception as exc:  # rocksdict raises plain Exception
+            self._close_failed(db, exc)
+        finally:
+            self._remove_linked_view()
+
+    def _close_failed(self, db: rocksdict.Rdict, exc: Exception) -> None:
+        """Finish closing after a failed flush; raise unless a write failed before."""
+        with contextlib.suppress(Exception):
+            db.close()
+        if not self._write_failed:
+            raise StateError(
+                f"could not flush the state dir {self.path} on close: {_one_line(exc)}; "
+                f"every committed checkpoint is durable (check free disk space)"
+            ) from exc
+        # The write that failed first was already reported (the caller holds it): do not mask it.
+        log.debug("flush on close of %s failed after a failed write: %s", self.path, exc)
 
     @property
     def closed(self) -> bool:
@@ -602,6 +831,33 @@ class StateStore:
         return total
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _note_write_failure(self) -> None:
+        self._write_failed = True
+
+    @contextlib.contextmanager
+    def _storage_errors_at_open(self) -> Iterator[None]:
+        """Turn a RocksDB read error while opening into one :class:`CorruptStateError`."""
+        try:
+            yield
+        except StateError:
+            raise
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise CorruptStateError(self._damaged(exc)) from exc
+
+    def _damaged(self, exc: BaseException) -> str:
+        newest = self._files.seqs()
+        kept = (
+            f"; the file copies of checkpoints {', '.join(map(str, newest))} in "
+            f"{self._files.folder} are kept"
+            if newest
+            else ""
+        )
+        return (
+            f"RocksDB reports the state dir {self.path} is damaged ({_one_line(exc)}): move "
+            f"the directory aside (mv {self.path} {self.path}.damaged) and restart riverbed to "
+            f"start from scratch{kept}; nothing was changed"
+        )
 
     def _require_open(self, action: str) -> rocksdict.Rdict:
         if self._db is None:
@@ -679,7 +935,7 @@ class StateStore:
             attempts = 1
         for attempt in range(1, attempts + 1):
             try:
-                return rocksdict.Rdict(str(self.path), options, access_type=access)
+                return self._open_rdict(options, access)
             except Exception as exc:  # rocksdict raises plain Exception
                 error = self._translate_open_error(exc)
                 # A read-only open can race the writer deleting a file compaction replaced.
@@ -687,6 +943,25 @@ class StateStore:
                     raise error from exc
                 time.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
+
+    def _open_rdict(
+        self, options: rocksdict.Options, access: rocksdict.AccessType
+    ) -> rocksdict.Rdict:
+        try:
+            return rocksdict.Rdict(str(self.path), options, access_type=access)
+        except OSError as exc:
+            # rocksdict writes rocksdict-config.json into the directory on every open, also a
+            # read-only one: on a read-only filesystem, open a linked view in a temporary dir.
+            if not self.read_only or not _is_not_writable(exc):
+                raise
+        self._remove_linked_view()
+        self._linked_view = _linked_view_of(self.path)
+        return rocksdict.Rdict(str(self._linked_view), options, access_type=access)
+
+    def _remove_linked_view(self) -> None:
+        view, self._linked_view = self._linked_view, None
+        if view is not None:
+            shutil.rmtree(view, ignore_errors=True)
 
     def _translate_open_error(self, exc: Exception) -> StateError:
         message = str(exc)
@@ -699,10 +974,7 @@ class StateStore:
                 f"({message}): point [state] dir at a new or empty directory"
             )
         if "corruption" in lowered:
-            return CorruptStateError(
-                f"RocksDB reports the state dir {self.path} is damaged ({message}): start from "
-                f"a fresh [state] dir (move this one aside)"
-            )
+            return CorruptStateError(self._damaged(exc))
         return StateError(f"cannot open the state dir {self.path}: {message}")
 
     def _check_format(self) -> None:
@@ -723,11 +995,26 @@ class StateStore:
                 f"[state] dir at a new or empty directory"
             )
         if not self.read_only:  # a fresh database: claim it
-            options = rocksdict.WriteOptions()
-            options.sync = True
-            db.put(FORMAT_KEY, FORMAT_VALUE, options)
+            db.put(FORMAT_KEY, FORMAT_VALUE, _synced())
 
-    def _scan_seqs(self) -> list[int]:
+    def _scan_checkpoints(self) -> None:
+        """List the checkpoints: the union of RocksDB's and the file copies'.
+
+        A scan that RocksDB stops with an error (its iterator status) is noted in
+        :attr:`damage`; the file copies then list the checkpoints. Without file copies (a state
+        dir from before they existed) nothing can vouch for the list, so the open fails.
+        """
+        db_seqs, scan_error = self._scan_db_seqs()
+        file_seqs = self._files.seqs()
+        if scan_error is not None:
+            self.damage.append(f"the checkpoint list in RocksDB is unreadable ({scan_error})")
+            if not file_seqs:
+                raise CorruptStateError(self._damaged(Exception(scan_error)))
+        self._db_seqs = set(db_seqs)
+        self._last_seq = self._read_last_seq(db_seqs)
+        self._seqs = sorted(self._db_seqs | set(file_seqs), reverse=True)
+
+    def _scan_db_seqs(self) -> tuple[list[int], str | None]:
         db = self._db
         assert db is not None
         seqs = []
@@ -745,13 +1032,54 @@ class StateStore:
                 )
             seqs.append(_SEQ.unpack(suffix)[0])
             it.next()
-        seqs.sort(reverse=True)
-        return seqs
+        try:
+            it.status()  # valid() is False both at the end and after an error
+        except Exception as exc:  # rocksdict raises plain Exception
+            return seqs, _one_line(exc)
+        return seqs, None
+
+    def _read_last_seq(self, db_seqs: list[int]) -> int | None:
+        """The seq of the newest batch that landed; ``None`` if RocksDB cannot say."""
+        db = self._db
+        assert db is not None
+        try:
+            raw = db.get(LAST_SEQ_KEY)
+        except Exception as exc:  # rocksdict raises plain Exception
+            self.damage.append(f"the last checkpoint number is unreadable ({_one_line(exc)})")
+            return None
+        stored = _SEQ.unpack(raw)[0] if raw is not None and len(raw) == _SEQ.size else 0
+        return max([stored, *db_seqs])
+
+
+def _is_not_writable(exc: OSError) -> bool:
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return True
+    return re.search(r"os error (30|13|1)\)", str(exc)) is not None  # rocksdict leaves errno unset
+
+
+def _digest(seq: int, copy: tuple[bytes, dict, bytes]) -> bytes:
+    return CheckpointFiles.digest(seq, copy[0], copy[2])
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+_NOT_LINKED = re.compile(r"LOCK|LOG(\.old\.\d+)?|rocksdict-config\.json")
+
+
+def _linked_view_of(path: pathlib.Path) -> pathlib.Path:
+    """A temporary dir of symlinks to ``path``'s RocksDB files, for a read-only open."""
+    view = pathlib.Path(tempfile.mkdtemp(prefix="riverbed-state-view-"))
+    for entry in path.iterdir():
+        if not _NOT_LINKED.fullmatch(entry.name):
+            (view / entry.name).symlink_to(entry.resolve())
+    return view
 
 
 _ROCKSDB_FILE = re.compile(
     r"LOCK|IDENTITY|CURRENT|LOG(\.old\.\d+)?|MANIFEST-\d+|OPTIONS-\d+(\.dbtmp)?"
-    r"|\d+\.(log|sst|dbtmp)|rocksdict-config\.json"
+    r"|\d+\.(log|sst|dbtmp)|rocksdict-config\.json|" + CHECKPOINT_FOLDER
 )
 
 

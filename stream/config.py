@@ -15,6 +15,14 @@ what to do.
 0
 >>> cfg.topics.events
 'events'
+
+``[model] metrics = []`` (the default) stands for the task's default metrics
+(:data:`TASK_METRICS`); :attr:`Config.metric_names` and ``cfg.model.metrics`` give the resolved
+list, while :meth:`Config.as_dict` and :func:`to_toml` keep what was written, so that a config
+whose task changes later gets that task's defaults:
+
+>>> load_config(None, env={"RIVERBED_MODEL_TASK": "regression", "RIVERBED_MODEL_PRESET": "linreg"}).metric_names
+['mae', 'rmse', 'r2']
 """
 
 from __future__ import annotations
@@ -64,8 +72,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "name": "",
         "preset": "logreg",
         "task": "binary",
-        "metrics": ["accuracy", "logloss", "rocauc"],
+        "metrics": [],
         "window": 1000,
+        "positive_label": "",
+        "negative_label": "",
     },
     "drift": {
         "detector": "adwin",
@@ -126,6 +136,14 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("drift", "error_action"): ("alert", "reset", "retrain", "challenger"),
     ("drift", "score_action"): ("alert", "reset", "retrain", "challenger"),
     ("drift", "feature_action"): ("alert", "reset", "retrain", "challenger"),
+}
+
+#: The metrics of each task when ``[model] metrics`` is empty (learners.metrics.DEFAULT_METRICS, kept
+#: here so that reading a config does not import River; a test checks that the two agree).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "logloss", "rocauc"),
+    "multiclass": ("accuracy", "macro_f1", "cross_entropy"),
+    "regression": ("mae", "rmse", "r2"),
 }
 
 #: Drift detectors by name (learners.drift.DETECTORS); a "package.module:factory" spec is also accepted.
@@ -189,6 +207,8 @@ class Config:
         self._values = {name: dict(section) for name, section in values.items()}
         self.source = source
         for name, section in self._values.items():
+            if name == "model":
+                section = {**section, "metrics": resolve_metrics(section)}
             setattr(self, name, Section(name, section))
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -203,6 +223,11 @@ class Config:
         return Config(_validate(values, "override"), self.source)
 
     @property
+    def metric_names(self) -> list[str]:
+        """``[model] metrics``, or the task's defaults (:data:`TASK_METRICS`) when it is empty."""
+        return list(self.model.metrics)
+
+    @property
     def model_name(self) -> str:
         return self.model.name or self.model.preset.rsplit(":", 1)[-1]
 
@@ -213,6 +238,11 @@ class Config:
             (entry.get("name") or entry["preset"].rsplit(":", 1)[-1], entry["preset"])
             for entry in self.challengers.models
         ]
+
+
+def resolve_metrics(model: Mapping[str, Any]) -> list[str]:
+    """The metric names of a ``[model]`` table: its ``metrics``, or its task's defaults when empty."""
+    return list(model["metrics"]) or list(TASK_METRICS[model["task"]])
 
 
 def _type_name(value: Any) -> str:
@@ -285,10 +315,25 @@ def _validate(values: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, 
         raise ConfigError(f"{where}: [state] keep must be at least 1")
     if result["kafka"]["partitions"] < 1:
         raise ConfigError(f"{where}: [kafka] partitions must be at least 1")
-    if not result["model"]["metrics"]:
-        raise ConfigError(f"{where}: [model] metrics must name at least one metric")
+    _validate_labels(result["model"], where)
     _validate_learners(result, where)
     return result
+
+
+def _validate_labels(model: Mapping[str, Any], where: str) -> None:
+    """[model] positive_label / negative_label: both or neither, two different strings, binary tasks only."""
+    positive, negative = model["positive_label"], model["negative_label"]
+    if not positive and not negative:
+        return
+    if model["task"] != "binary":
+        raise ConfigError(f"{where}: [model] positive_label and negative_label name the two classes of a binary task; "
+                          f"leave them empty for task {model['task']!r}")
+    if not positive or not negative:
+        raise ConfigError(f"{where}: [model] positive_label and negative_label go together: set both "
+                          "(the label strings of your two classes) or neither")
+    if positive == negative:
+        raise ConfigError(f"{where}: [model] positive_label and negative_label are both {positive!r}; "
+                          "name two different classes")
 
 
 def _validate_learners(result: dict[str, dict[str, Any]], where: str) -> None:
@@ -304,9 +349,11 @@ def _validate_learners(result: dict[str, dict[str, Any]], where: str) -> None:
     if drift["detector"] in ("ddm", "eddm", "hddm_a", "hddm_w") and model["task"] == "regression":
         raise ConfigError(f"{where}: [drift] detector = {drift['detector']!r} watches 0/1 errors of a classifier; "
                           "for regression use adwin, page_hinkley or kswin")
-    if challengers["metric"] and challengers["metric"] not in model["metrics"]:
+    metrics = resolve_metrics(model)
+    if challengers["metric"] and challengers["metric"] not in metrics:
+        defaults = "" if model["metrics"] else f", the defaults of task {model['task']!r}"
         raise ConfigError(f"{where}: [challengers] metric = {challengers['metric']!r} is not one of [model] metrics "
-                          f"({', '.join(model['metrics'])}); add it there or leave it empty for the first one")
+                          f"({', '.join(metrics)}{defaults}); add it there or leave it empty for the first one")
     if challengers["min_labels"] < 1:
         raise ConfigError(f"{where}: [challengers] min_labels must be at least 1")
     champion = model["name"] or model["preset"].rsplit(":", 1)[-1]

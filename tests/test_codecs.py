@@ -7,6 +7,7 @@ import json
 import msgpack
 import pytest
 
+from learners.labels import LabelParser
 from stream.engine.codecs import REASONS, InvalidMessage, OutputCodec, decode_any, parse_event, parse_label
 
 MAX = 4096
@@ -22,10 +23,45 @@ def test_msgpack_and_json_are_detected_per_message():
     assert parse_event(b'  {"id":"e2","x":{}}', MAX).ts is None
 
 
-def test_label_types():
-    assert parse_label(pack({"id": "a", "y": True}), MAX, regression=False).y is True
-    assert parse_label(b'{"id":"a","y":"cat","ts":3}', MAX, regression=False).ts == 3.0
-    assert parse_label(pack({"id": "a", "y": 2.5}), MAX, regression=True).y == 2.5
+BINARY = LabelParser("binary")
+SPAM = LabelParser("binary", positive_label="spam", negative_label="ham")
+MULTICLASS = LabelParser("multiclass")
+REGRESSION = LabelParser("regression")
+
+
+@pytest.mark.parametrize(
+    "y, labels, expected",
+    [
+        (True, BINARY, True),
+        (0, BINARY, False),
+        (1.0, BINARY, True),
+        ("yes", BINARY, True),
+        (" False ", BINARY, False),
+        ("1", BINARY, True),
+        ("spam", SPAM, True),
+        ("ham", SPAM, False),
+        (False, SPAM, False),
+        ("cat", MULTICLASS, "cat"),
+        (3, MULTICLASS, 3),
+        ("3", MULTICLASS, "3"),
+        (2.5, REGRESSION, 2.5),
+        (7, REGRESSION, 7),
+        ("2.5", REGRESSION, 2.5),
+    ],
+)
+def test_labels_become_the_label_of_the_task(y, labels, expected):
+    for raw in (pack({"id": "a", "y": y, "ts": 3}), json.dumps({"id": "a", "y": y, "ts": 3}).encode()):
+        label = parse_label(raw, MAX, labels)
+        assert (label.y, type(label.y), label.ts) == (expected, type(expected), 3.0)
+
+
+def test_the_regression_flag_still_works_until_every_caller_passes_a_parser():
+    assert parse_label(pack({"id": "a", "y": "cat"}), MAX, False).y == "cat"
+    assert parse_label(pack({"id": "a", "y": True}), MAX, False).y is True
+    assert parse_label(pack({"id": "a", "y": 2.5}), MAX, True).y == 2.5
+    with pytest.raises(InvalidMessage) as info:
+        parse_label(pack({"id": "a", "y": "cat"}), MAX, True)
+    assert info.value.reason == "bad_label"
 
 
 @pytest.mark.parametrize(
@@ -59,19 +95,30 @@ def test_invalid_events(raw, reason):
 
 
 @pytest.mark.parametrize(
-    "raw, regression, reason",
+    "raw, labels, reason",
     [
-        (pack({"id": "a"}), False, "missing_y"),
-        (pack({"id": "a", "y": None}), False, "bad_y"),
-        (pack({"id": "a", "y": [1]}), False, "bad_y"),
-        (pack({"id": "a", "y": "cat"}), True, "bad_y"),
-        (pack({"id": "a", "y": float("inf")}), True, "non_finite"),
+        (pack({"id": "a"}), BINARY, "missing_y"),
+        (pack({"id": "a", "y": None}), MULTICLASS, "bad_y"),
+        (pack({"id": "a", "y": [1]}), BINARY, "bad_y"),
+        (pack({"id": "a", "y": {"c": 1}}), REGRESSION, "bad_y"),
+        (pack({"id": "a", "y": float("inf")}), REGRESSION, "non_finite"),
+        (pack({"id": "a", "y": float("nan")}), BINARY, "non_finite"),
+        (pack({"id": "a", "y": "maybe"}), BINARY, "bad_label"),
+        (pack({"id": "a", "y": 2}), BINARY, "bad_label"),
+        (pack({"id": "a", "y": 0.5}), BINARY, "bad_label"),
+        (pack({"id": "a", "y": "yes"}), SPAM, "bad_label"),  # configured names replace the spellings
+        (pack({"id": "a", "y": "Spam"}), SPAM, "bad_label"),  # a typo is not a negative
+        (pack({"id": "a", "y": "cat"}), REGRESSION, "bad_label"),
+        (pack({"id": "a", "y": "inf"}), REGRESSION, "bad_label"),
+        (pack({"id": "a", "y": True}), REGRESSION, "bad_label"),
     ],
 )
-def test_invalid_labels(raw, regression, reason):
+def test_invalid_labels(raw, labels, reason):
     with pytest.raises(InvalidMessage) as info:
-        parse_label(raw, MAX, regression=regression)
+        parse_label(raw, MAX, labels)
     assert info.value.reason == reason
+    assert reason in REASONS
+    assert info.value.detail and "\n" not in info.value.detail
 
 
 def test_output_codecs():

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.config import DEFAULTS, load_config, to_toml
+from learners import DEFAULT_METRICS, PRESETS, OnlineModel, build_model
+from stream.config import DEFAULTS, TASK_METRICS, load_config, to_toml
 from stream.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent
@@ -46,7 +47,11 @@ def test_config_path_from_environment(tmp_path):
         ("[metrics]\nport = 'abc'\n", "[metrics] port = 'abc' must be an integer"),
         ("[codec]\noutput = 'xml'\n", "is not one of msgpack, json"),
         ("[state]\ncheckpoint_interval_s = -1\n", "must not be negative"),
-        ("[model]\nmetrics = []\n", "at least one metric"),
+        ("[model]\npositive_label = 'yes'\n", "go together: set both"),
+        ("[model]\npositive_label = 'a'\nnegative_label = 'a'\n", "both 'a'"),
+        ("[model]\ntask = 'multiclass'\npreset = 'arf'\npositive_label = 'a'\nnegative_label = 'b'\n",
+         "leave them empty for task 'multiclass'"),
+        ("[challengers]\nmetric = 'mae'\n", "(accuracy, logloss, rocauc, the defaults of task 'binary')"),
         ("not toml at all [", "is not valid TOML"),
     ],
 )
@@ -82,3 +87,45 @@ def test_to_toml_round_trips(tmp_path):
     path = tmp_path / "out.toml"
     path.write_text(to_toml(cfg))
     assert load_config(path, env={}).as_dict() == cfg.as_dict()
+
+
+def test_empty_metrics_are_the_tasks_defaults_and_follow_a_changed_task():
+    assert DEFAULTS["model"]["metrics"] == []
+    binary = load_config(None, env={})
+    assert binary.metric_names == binary.model.metrics == ["accuracy", "logloss", "rocauc"]
+    regression = load_config(None, env={"RIVERBED_MODEL_TASK": "regression", "RIVERBED_MODEL_PRESET": "linreg"})
+    assert regression.metric_names == regression.model.metrics == ["mae", "rmse", "r2"]
+    assert regression.as_dict()["model"]["metrics"] == []  # what was written: "the task's defaults"
+    multiclass = binary.replace(model={"task": "multiclass", "preset": "softmax"})
+    assert multiclass.metric_names == ["accuracy", "macro_f1", "cross_entropy"]
+    chosen = binary.replace(model={"metrics": ["f1"]})
+    assert chosen.metric_names == ["f1"]
+
+
+def test_the_task_defaults_here_are_the_learners_defaults():
+    assert {task: tuple(names) for task, names in TASK_METRICS.items()} == DEFAULT_METRICS
+
+
+def test_challengers_metric_is_checked_against_the_resolved_metrics():
+    cfg = load_config(None, env={"RIVERBED_CHALLENGERS_METRIC": "rocauc"})
+    assert cfg.challengers.metric == "rocauc"
+    cfg = load_config(None, env={"RIVERBED_MODEL_TASK": "regression", "RIVERBED_MODEL_PRESET": "linreg",
+                                 "RIVERBED_CHALLENGERS_METRIC": "rmse"})
+    assert cfg.challengers.metric == "rmse"
+    with pytest.raises(ConfigError, match="not one of \\[model\\] metrics \\(mae, rmse, r2, the defaults"):
+        load_config(None, env={"RIVERBED_MODEL_TASK": "regression", "RIVERBED_MODEL_PRESET": "linreg",
+                               "RIVERBED_CHALLENGERS_METRIC": "rocauc"})
+
+
+def test_binary_class_names_are_read_together():
+    cfg = load_config(None, env={"RIVERBED_MODEL_POSITIVE_LABEL": "fraud", "RIVERBED_MODEL_NEGATIVE_LABEL": "ok"})
+    assert (cfg.model.positive_label, cfg.model.negative_label) == ("fraud", "ok")
+    assert DEFAULTS["model"]["positive_label"] == DEFAULTS["model"]["negative_label"] == ""
+
+
+@pytest.mark.parametrize("preset, task", [(name, task) for name, spec in PRESETS.items() for task in spec.tasks])
+def test_every_preset_builds_with_the_default_metrics_of_each_of_its_tasks(preset, task):
+    cfg = load_config(None, env={"RIVERBED_MODEL_TASK": task, "RIVERBED_MODEL_PRESET": preset})
+    online = OnlineModel(cfg.model_name, build_model(cfg.model.preset, cfg.model.task), cfg.model.task,
+                         cfg.metric_names, cfg.model.window)
+    assert list(online.evaluation.metrics) == list(DEFAULT_METRICS[task])

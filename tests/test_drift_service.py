@@ -45,7 +45,7 @@ def test_label_free_feature_drift_is_detected_with_labels_withheld(test_config, 
     assert registry.get_sample_value("riverbed_drift_detections_total", labels) == 1
     assert registry.get_sample_value("riverbed_drift_last_detected_timestamp_seconds", labels) > time.time() - 600
     assert status["models"]["logreg"]["role"] == "champion"
-    assert status["models"]["logreg"]["rolling_metrics"] == {"accuracy": 0.0, "logloss": 0.0, "rocauc": 0.0}
+    assert status["models"]["logreg"]["rolling_metrics"] == {"accuracy": None, "logloss": None, "rocauc": None}
 
 
 def test_challenger_is_promoted_on_bananas_and_a_crash_changes_nothing(test_config, broker_bootstrap, tmp_path):

@@ -10,7 +10,10 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import math
+import numbers
 import os
+import random
 import pickle
 import subprocess
 import sys
@@ -18,17 +21,25 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from river import base, datasets, evaluate, proba, stream
+from river import base, compose, datasets, evaluate, linear_model, preprocessing, proba, stream
+from river.datasets import synth
+from river.checks import check_estimator
 
 from learners import (
+    DEFAULT_METRICS,
     PRESETS,
     TASKS,
+    LabelError,
+    LabelParser,
+    LabelTypeError,
     LearnerError,
+    MixedFeatureScaler,
     OnlineModel,
     Prequential,
     build_metric,
     river_metric,
     build_model,
+    default_metric_names,
     fingerprint,
     metric_names,
 )
@@ -189,7 +200,7 @@ def test_prequential_feeds_proba_or_label_per_metric_and_skips_empty_predictions
     evaluation = Prequential.from_names(["accuracy", "rocauc", "logloss"], "binary")
     evaluation.update(True, None, {})  # knows no class yet: nothing scored
     evaluation.update(True, None, None)
-    assert evaluation.values() == {"accuracy": 0.0, "rocauc": 0.0, "logloss": 0.0}
+    assert evaluation.values() == {"accuracy": None, "rocauc": None, "logloss": None}
     evaluation.update(True, True, {True: 0.9, False: 0.1})
     evaluation.update(False, True, {True: 0.6, False: 0.4})
     values = evaluation.values()
@@ -455,6 +466,199 @@ def test_describe_without_fingerprints_computes_none(monkeypatch):
         assert entry == {k: v for k, v in with_fingerprints[name].items() if k != "fingerprint"}
     with pytest.raises(AssertionError, match="a fingerprint was computed"):  # the patch does catch them
         models.describe()
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixed features (numbers, strings, bools), labels per task, metrics before any label
+
+
+def mixed_stream(n: int, task: str, seed: int = 7) -> list[tuple[dict, object]]:
+    """Events with a numeric, a string and a bool feature, and a label that depends on all three."""
+    rng = random.Random(seed)
+    data = []
+    for _ in range(n):
+        x = {"amount": rng.gauss(50, 20), "country": rng.choice(["NL", "FR", "DE"]), "returning": rng.random() < 0.5}
+        score = (x["amount"] - 50) / 20 + (x["country"] == "NL") - 0.5 * x["returning"] + rng.gauss(0, 0.3)
+        if task == "binary":
+            y = score > 0
+        elif task == "multiclass":
+            y = "low" if score < -0.5 else "mid" if score < 0.5 else "high"
+        else:
+            y = score
+        data.append((x, y))
+    return data
+
+
+def river_mixed_composition(scale: bool):
+    """What MixedFeatureScaler stands for, written with River's own transformers."""
+    numbers_part = compose.SelectType(numbers.Number)
+    if scale:
+        numbers_part = numbers_part | preprocessing.StandardScaler()
+    return compose.TransformerUnion(numbers_part, compose.SelectType(str) | preprocessing.OneHotEncoder(drop_zeros=True))
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_mixed_feature_scaler_equals_rivers_composition_key_for_key(scale):
+    ours, theirs = MixedFeatureScaler(scale=scale), river_mixed_composition(scale)
+    for x, _ in mixed_stream(500, "binary"):
+        expected = theirs.transform_one(x)
+        got = ours.transform_one(x)
+        assert list(got.items()) == list(expected.items())  # same values, same order
+        ours.learn_one(x)
+        theirs.learn_one(x)
+    assert list(ours.transform_one({"amount": 1.0, "country": "BE", "returning": True}).items()) == list(
+        theirs.transform_one({"amount": 1.0, "country": "BE", "returning": True}).items()
+    )
+
+
+@pytest.mark.parametrize("last", [linear_model.LogisticRegression, linear_model.SoftmaxRegression])
+def test_a_linear_model_behind_it_predicts_exactly_as_behind_rivers_composition(last):
+    ours = MixedFeatureScaler() | last()
+    theirs = river_mixed_composition(scale=True) | last()
+    for x, y in mixed_stream(1000, "binary"):
+        assert ours.predict_proba_one(x) == theirs.predict_proba_one(x)
+        ours.learn_one(x, y)
+        theirs.learn_one(x, y)
+
+
+def test_on_numbers_alone_it_is_rivers_standard_scaler_to_the_bit():
+    ours = MixedFeatureScaler() | linear_model.LogisticRegression()
+    theirs = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for x, y in synth.SEA(seed=42).take(3000):
+        assert ours.predict_proba_one(x) == theirs.predict_proba_one(x)
+        ours.learn_one(x, y)
+        theirs.learn_one(x, y)
+    assert dict(ours["MixedFeatureScaler"].means) == dict(theirs["StandardScaler"].means)
+    assert dict(ours["MixedFeatureScaler"].vars) == dict(theirs["StandardScaler"].vars)
+
+
+def test_mixed_feature_scaler_pickles_and_passes_rivers_estimator_checks():
+    check_estimator(MixedFeatureScaler())
+    scaler = MixedFeatureScaler()
+    for x, _ in mixed_stream(50, "binary"):
+        scaler.learn_one(x)
+    restored = pickle.loads(pickle.dumps(scaler))
+    x = {"amount": 70.0, "country": "FR", "returning": False}
+    assert restored.transform_one(x) == scaler.transform_one(x)
+    assert fingerprint(restored) == fingerprint(scaler)
+
+
+@pytest.mark.parametrize("preset,task", PRESET_TASKS)
+def test_every_preset_learns_strings_bools_and_numbers_with_its_tasks_default_metrics(preset, task):
+    online = OnlineModel(preset, build_model(preset, task), task, default_metric_names(task), window=50)
+    assert online.evaluation.values() == dict.fromkeys(DEFAULT_METRICS[task])  # all None before a label
+    for x, y in mixed_stream(300, task):
+        online.learn(x, y, *online.predict(x))
+    values = online.evaluation.values()
+    assert list(values) == list(DEFAULT_METRICS[task])
+    assert all(type(v) is float and math.isfinite(v) for v in values.values()), values
+    assert all(type(v) is float for v in online.evaluation.rolling_values().values())
+    if task == "binary":
+        assert values["accuracy"] > 0.6 and values["rocauc"] > 0.6, values
+    elif task == "multiclass":
+        assert values["accuracy"] > 0.45, values
+
+
+def test_default_metrics_fit_their_task():
+    for task in TASKS:
+        assert set(default_metric_names(task)) <= set(metric_names(task))
+    with pytest.raises(LearnerError):
+        default_metric_names("ranking")
+
+
+def test_metrics_are_none_until_a_label_is_scored_then_numbers():
+    from learners import ModelSet
+
+    models = ModelSet.build(("logreg", build_model("logreg", "binary")), [], "binary",
+                            ["accuracy", "logloss", "rocauc"], window=10)
+    entry = models.describe(fingerprints=False)["logreg"]
+    assert entry["metrics"] == entry["rolling_metrics"] == {"accuracy": None, "logloss": None, "rocauc": None}
+    assert json.dumps(entry["metrics"]) == '{"accuracy": null, "logloss": null, "rocauc": null}'
+    assert "accuracy=n/a" in repr(models.serving_model.evaluation)
+    x, y = mixed_stream(1, "binary")[0]
+    models.learn(x, y, models.predict(x).record)
+    entry = models.describe(fingerprints=False)["logreg"]
+    assert all(type(v) is float for v in [*entry["metrics"].values(), *entry["rolling_metrics"].values()])
+    evaluation = models.serving_model.evaluation
+    evaluation.set_window(20)  # a new, empty window has no value yet; the cumulative ones keep theirs
+    assert evaluation.rolling_values() == {"accuracy": None, "logloss": None, "rocauc": None}
+    assert all(type(v) is float for v in evaluation.values().values())
+
+
+def test_a_prequential_pickled_before_unscored_metrics_restores_with_values():
+    evaluation = Prequential.from_names(["accuracy"], "binary")
+    evaluation.update(True, True, None)
+    state = evaluation.__dict__.copy()
+    del state["unscored"]
+    old = Prequential.__new__(Prequential)
+    old.__setstate__(state)
+    assert old.values() == {"accuracy": 1.0}
+    fresh = Prequential.__new__(Prequential)
+    fresh.__setstate__({k: v for k, v in Prequential.from_names(["mae"], "regression").__dict__.items()
+                        if k != "unscored"})
+    assert fresh.values() == {"mae": None}
+
+
+def test_string_labels_with_configured_names_score_exactly_like_river_on_bool_labels():
+    """Phishing's bool labels sent as "phish"/"legit": the same accuracy and ROC AUC as River offline."""
+    parser = LabelParser("binary", positive_label="phish", negative_label="legit")
+    names = ["accuracy", "rocauc", "logloss"]
+    online = OnlineModel("logreg", build_model("logreg", "binary"), "binary", names)
+    for x, y in datasets.Phishing():
+        label = parser.parse("phish" if y else "legit")
+        online.learn(x, label, *online.predict(x))
+    for name in names:
+        expected = evaluate.progressive_val_score(
+            datasets.Phishing(), build_model("logreg", "binary"), river_metric(name, "binary")
+        ).get()
+        assert online.evaluation.values()[name] == pytest.approx(expected, abs=1e-12), name
+    assert online.evaluation.values()["rocauc"] > 0.9
+
+
+def test_string_labels_without_normalisation_would_give_a_silently_wrong_rocauc():
+    """Why LabelParser exists: River scores "yes"/"no" labels against the class True."""
+    metric = river_metric("rocauc", "binary")
+    model = build_model("hoeffding_tree", "binary")
+    for x, y in datasets.Phishing().take(500):
+        y = "yes" if y else "no"
+        metric.update(y, model.predict_proba_one(x))
+        model.learn_one(x, y)
+    assert metric.get() <= 0.0  # no error, a meaningless number
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"task": "binary", "positive_label": "yes"}, "go together"),
+        ({"task": "binary", "positive_label": "a", "negative_label": "a"}, "both 'a'"),
+        ({"task": "multiclass", "positive_label": "a", "negative_label": "b"}, "binary task"),
+        ({"task": "ranking"}, "unknown task"),
+    ],
+)
+def test_label_parser_configuration_errors_are_one_line(kwargs, fragment):
+    with pytest.raises(LearnerError) as excinfo:
+        LabelParser(**kwargs)
+    assert_one_line_error(excinfo, fragment)
+
+
+@pytest.mark.parametrize(
+    "task, y, error",
+    [
+        ("binary", "maybe", LabelError),
+        ("binary", 2, LabelError),
+        ("binary", None, LabelTypeError),
+        ("multiclass", [1], LabelTypeError),
+        ("regression", "fast", LabelError),
+        ("regression", False, LabelError),
+        ("regression", "nan", LabelError),
+    ],
+)
+def test_label_parser_refuses_what_is_no_label_of_the_task(task, y, error):
+    with pytest.raises(error) as excinfo:
+        LabelParser(task).parse(y)
+    assert_one_line_error(excinfo)
+    assert isinstance(excinfo.value, ValueError)
+    assert isinstance(excinfo.value, TypeError) == (error is LabelTypeError)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ class LiveProcessor:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, daemon=True)
         self.thread.start()
-        wait_for(lambda: self.error or self.processor.http_port and getattr(self.processor, "consumer", None),
+        wait_for(lambda: self.error or self.processor.http_port and self.processor.lag(),
                  120, "the processor to start")
         if self.error:
             raise self.error
@@ -215,7 +215,7 @@ def live(test_config, broker_bootstrap, tmp_path_factory):
                               f"buffered {live.processor.merge.buffered()}, error {live.error!r})")
         if live.error:
             raise live.error
-        wait_for(lambda: live.processor.checkpoints_written >= 2 and live.processor.last_checkpoint.meta["counts"]["events"] == N_EVENTS,
+        wait_for(lambda: live.processor.checkpointer is not None and live.processor.checkpointer.written >= 2 and live.processor.last_checkpoint.meta["counts"]["events"] == N_EVENTS,
                  30, "a checkpoint covering the whole replay")
         yield {"cfg": cfg, "processor": live.processor, "http": http, "prometheus": prometheus,
                "prometheus_skip": prometheus_skip, "tmp": tmp, "n_events": N_EVENTS}

@@ -21,6 +21,8 @@ import rocksdict
 import state
 from state import (
     Checkpoint,
+    CheckpointUnreadable,
+    DiskFullError,
     CorruptStateError,
     IncompatibleStateError,
     MemoryPendingLabels,
@@ -661,8 +663,14 @@ def test_undecodable_checkpoint_meta_is_corrupt(store_path: pathlib.Path) -> Non
     db[b"ckpt/" + (1).to_bytes(8, "big")] = b"\xc1"  # never used by msgpack
     db.close()
     with StateStore(store_path) as store:
-        with pytest.raises(CorruptStateError, match="checkpoint 1"):
+        ckpt = store.load()
+        assert (ckpt.copy, ckpt.model_blob) == ("file", b"m")  # the file copy stands in
+        assert "does not decode" in ckpt.damage[0]
+    (store_path / "checkpoints" / "ckpt-1.sealed").unlink()
+    with StateStore(store_path) as store:
+        with pytest.raises(CheckpointUnreadable, match="checkpoint 1") as refused:
             store.load()
+        assert isinstance(refused.value, CorruptStateError) and refused.value.seq == 1
 
 
 def test_close_is_idempotent_and_final(store_path: pathlib.Path) -> None:
@@ -1131,7 +1139,7 @@ def test_failed_write_and_abort_lose_nothing(store_path: pathlib.Path) -> None:
         store.pending.put("frozen-new", 6.0, b"f2")  # the live change wins over the frozen one
         store.learned.delete("l1")
 
-        with pytest.raises(StateError, match="could not write checkpoint 2.*No space left"):
+        with pytest.raises(DiskFullError, match="could not write checkpoint 2 .*no space left on device; free"):
             pending_commit.write()
         assert not pending_commit.written and store.checkpoints() == [1]
         with pytest.raises(StateError, match="not written.*abort_commit"):

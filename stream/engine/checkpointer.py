@@ -100,6 +100,8 @@ class Restored(NamedTuple):
     changed: bool
     """True when the next checkpoint must be written even with no new records: a newer checkpoint
     was refused (so the newest must become a good one) or the settings changed since."""
+    refused: list[dict]
+    """The checkpoints skipped as unusable, newest first: ``{"seq": N, "reason": "..."}``."""
 
 
 def restore_state(store: StateStore, config: Config, sampler: LabelRequestSampler | None) -> Restored:
@@ -113,7 +115,9 @@ def restore_state(store: StateStore, config: Config, sampler: LabelRequestSample
         Checkpoints exist but every one was refused (the state dir is left as it is).
     """
     spec = model_spec(config)
-    refused: list[str] = []
+    refused: list[dict] = []
+    for problem in getattr(store, "damage", ()):
+        log.warning("state dir %s: %s", store.path, problem)
     seqs = store.checkpoints()
     for seq in seqs:
         try:
@@ -129,8 +133,10 @@ def restore_state(store: StateStore, config: Config, sampler: LabelRequestSample
             loaded = load_model_state(ckpt.model_blob)  # verified before it is unpickled
         except StateError as exc:
             log.error("checkpoint %d refused: %s", seq, exc)
-            refused.append(f"{seq}: {exc}")
+            refused.append({"seq": seq, "reason": str(exc)})
             continue
+        for problem in ckpt.damage:
+            log.warning("checkpoint %d: %s", seq, problem)
         if refused:
             log.warning("resuming from older checkpoint %d: labels learned after it may count as duplicates", seq)
         state, reconfigured = _state_from(ckpt, loaded, config, sampler)
@@ -139,15 +145,16 @@ def restore_state(store: StateStore, config: Config, sampler: LabelRequestSample
             "resumed from checkpoint %d: model %s v%d, offsets %s", seq, model.name, model.n_learned,
             ", ".join(f"{t}:{p}={o}" for (t, p), o in sorted(state.offsets.items())),
         )
-        return Restored(state, ckpt, bool(refused) or reconfigured)
+        return Restored(state, ckpt, bool(refused) or reconfigured, refused)
     if seqs:
+        reasons = "; ".join(f"{r['seq']}: {r['reason']}" for r in refused)
         raise NoUsableCheckpoint(
-            f"no usable checkpoint in {store.path}: all {len(seqs)} were refused ({'; '.join(refused)})"[:900]
-            + "; riverbed will not start a new model over them: fix or move the directory aside"
+            f"no usable checkpoint in {store.path}: all {len(seqs)} were refused ({reasons[:700]}); "
+            "riverbed will not start a new model over them: fix or move the directory aside"
         )
     m = config.model
     log.info("no checkpoint in %s: starting a new %s model (%s)", store.path, m.preset, m.task)
-    return Restored(StreamState(models=build_model_set(config), sampler=sampler), None, True)
+    return Restored(StreamState(models=build_model_set(config), sampler=sampler), None, True, [])
 
 
 def _state_from(ckpt: Checkpoint, loaded: dict, config: Config,

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
+
+if TYPE_CHECKING:
+    from learners.labels import LabelParser
 
 #: Every reason an input message can be rejected for (bounded: safe as a metric label).
 REASONS = (
@@ -38,9 +41,12 @@ REASONS = (
     "non_finite",
     "bad_ts",
     "missing_y",
-    "bad_y",
+    "bad_y",  # a y of an unsupported type (null, list, map)
+    "bad_label",  # a y that is no label of the task ("maybe" for a binary task, a string for regression)
     "transform_failed",  # [features] transform raised (detail: its first line)
     "bad_transform_output",  # it returned something else than a dict of finite scalars
+    "model_predict_failed",  # a model, monitor or sampler raised for this event (stream.engine.handlers)
+    "model_learn_failed",  # a metric, monitor or model raised learning this label
 )
 
 MAX_ID_LENGTH = 512
@@ -109,9 +115,12 @@ def _check_ts(value: dict) -> float | None:
     ts = value.get("ts")
     if ts is None:
         return None
-    if type(ts) not in (int, float) or not math.isfinite(ts) or ts < 0:
+    if type(ts) not in (int, float):
         raise InvalidMessage("bad_ts", "'ts' must be a finite, non-negative number of epoch seconds")
-    return float(ts)
+    seconds = float(ts) if abs(ts) < 1e300 else math.inf  # a 400-digit integer overflows float()
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidMessage("bad_ts", "'ts' must be a finite, non-negative number of epoch seconds")
+    return seconds
 
 
 _NUMBERS = frozenset((float, int, bool))
@@ -146,9 +155,6 @@ def check_features(x: Any, binary: bool = False) -> dict:
     return x
 
 
-_check_features = check_features  # the name stream.ops.http_api still imports
-
-
 def parse_event(raw: bytes | None, max_bytes: int, binary: bool = False) -> Event:
     """Decode and validate an event ``{"id", "x", "ts"?}``.
 
@@ -162,8 +168,14 @@ def parse_event(raw: bytes | None, max_bytes: int, binary: bool = False) -> Even
     return Event(event_id, check_features(value["x"], binary), _check_ts(value))
 
 
-def parse_label(raw: bytes | None, max_bytes: int, regression: bool) -> Label:
-    """Decode and validate a label ``{"id", "y", "ts"?}``; regression labels must be numbers."""
+def parse_label(raw: bytes | None, max_bytes: int, labels: "LabelParser | bool") -> Label:
+    """Decode and validate a label ``{"id", "y", "ts"?}``; ``y`` becomes the label of the task.
+
+    ``labels`` is the task's :class:`learners.labels.LabelParser` (a bool, the old
+    ``regression`` flag, still works: labels then keep their type, regression ones must be
+    numbers). A ``y`` that is no label of the task is refused with reason ``bad_label``; a ``y``
+    of an unsupported type with ``bad_y``.
+    """
     value = _check_object(decode_value(raw, max_bytes))
     event_id = _check_id(value)
     if "y" not in value:
@@ -172,11 +184,18 @@ def parse_label(raw: bytes | None, max_bytes: int, regression: bool) -> Label:
     t = type(y)
     if t is float and not math.isfinite(y):
         raise InvalidMessage("non_finite", f"label is {y}")
-    if regression:
-        if t is not int and t is not float:
-            raise InvalidMessage("bad_y", f"a regression label must be a number, got {t.__name__}")
-    elif t not in (bool, int, str, float):
-        raise InvalidMessage("bad_y", f"a label must be a bool, number or string, got {t.__name__}")
+    if isinstance(labels, bool):
+        if t not in (bool, int, str, float):
+            raise InvalidMessage("bad_y", f"a label must be a bool, number or string, got {t.__name__}")
+        if labels and (t is not int and t is not float):
+            raise InvalidMessage("bad_label", f"a regression label must be a number, got {t.__name__}")
+        return Label(event_id, y, _check_ts(value))
+    try:
+        y = labels.parse(y)
+    except TypeError as exc:  # learners.labels.LabelTypeError (not imported: tools need no River)
+        raise InvalidMessage("bad_y", str(exc)) from None
+    except ValueError as exc:  # learners.labels.LabelError
+        raise InvalidMessage("bad_label", str(exc)) from None
     return Label(event_id, y, _check_ts(value))
 
 

@@ -9,6 +9,7 @@ event time (the payload ``ts``, else the Kafka record timestamp), or into an inv
 
 from __future__ import annotations
 
+from learners.labels import LabelParser
 from stream.engine.codecs import InvalidMessage, check_features, parse_event, parse_label
 from stream.engine.handlers import Decoded
 from stream.engine.merge import Item
@@ -32,13 +33,12 @@ class FeaturePipeline:
 class RecordDecoder:
     """Decode records of the events and labels topics into merge items."""
 
-    def __init__(self, events_topic: str, features: FeaturePipeline, max_bytes: int, task: str, **label_options):
+    def __init__(self, events_topic: str, features: FeaturePipeline, max_bytes: int, task: str, **label_options: str):
         self.events_topic = events_topic
         self.features = features
         self.max_bytes = max_bytes
         self.task = task
-        self.regression = task == "regression"
-        self.label_options = label_options
+        self.labels = LabelParser(task, **label_options)
 
     def parse_event(self, raw: bytes | None):
         event = parse_event(raw, self.max_bytes, self.features.accepts_bytes)
@@ -46,7 +46,7 @@ class RecordDecoder:
         return event if transform is None else event._replace(x=transform(event.x))
 
     def parse_label(self, raw: bytes | None):
-        return parse_label(raw, self.max_bytes, self.regression)
+        return parse_label(raw, self.max_bytes, self.labels)
 
     def decode_batch(self, topic: str, records) -> list[Item]:
         """Merge items for records of one partition, in offset order."""

@@ -15,15 +15,10 @@ from stream.config import Config
 from stream.errors import RiverbedError
 
 
-def metric_names(config: Config) -> list[str]:
-    """``[model] metrics`` as resolved for the task."""
-    return list(config.model.metrics)
-
-
 def model_spec(config: Config) -> dict:
     """What a checkpoint's model was built from; a state dir refuses a config with another one."""
     m = config.model
-    return {"name": config.model_name, "preset": m.preset, "task": m.task, "metrics": metric_names(config)}
+    return {"name": config.model_name, "preset": m.preset, "task": m.task, "metrics": list(config.metric_names)}
 
 
 def learner_settings(config: Config) -> dict:
@@ -37,7 +32,7 @@ def learner_settings(config: Config) -> dict:
         score_action=d.score_action,
         feature_action=d.feature_action,
     )
-    metrics = metric_names(config)
+    metrics = list(config.metric_names)
     promotion = PromotionPolicy(metric=c.metric or metrics[0], margin=c.margin, min_labels=c.min_labels)
     challengers = {name: functools.partial(build_model, spec, m.task) for name, spec in config.challenger_specs}
     return {"challengers": challengers, "window": m.window, "drift": drift, "promotion": promotion}
@@ -50,7 +45,7 @@ def build_model_set(config: Config) -> ModelSet:
     champion = (config.model_name, build_model(m.preset, m.task))
     challengers = [(name, factory()) for name, factory in settings["challengers"].items()]
     return ModelSet.build(
-        champion, challengers, m.task, metric_names(config),
+        champion, challengers, m.task, list(config.metric_names),
         window=settings["window"], drift=settings["drift"], promotion=settings["promotion"],
     )
 

@@ -132,6 +132,8 @@ class Processor:
         self.checkpointer: Checkpointer | None = None
         self.loop: ProcessingLoop | None = None
         self.resumed_from: int | None = None
+        self.refused_checkpoints: list[dict] = []
+        """Checkpoints the restore skipped as unusable, newest first (``{"seq", "reason"}``)."""
         self._stop = asyncio.Event()
 
     # -- what the HTTP API and the public API read (stream.ops.http_api.LiveService) --------
@@ -198,6 +200,7 @@ class Processor:
         try:
             restored = restore_state(self.store, cfg, self.sampler)
             self.state, last = restored.state, restored.checkpoint
+            self.refused_checkpoints = restored.refused
             self.resumed_from = None if last is None else last.seq
             tune_gc()  # see stream/engine/runtime.py: full GC passes were 12-20% of the loop's time
             telemetry = Telemetry(self.metrics, self.state)
@@ -266,7 +269,10 @@ class Processor:
         self.checkpointer = checkpointer = Checkpointer(
             store, state, self.spec, output, kafka.commit, telemetry, last=last, changed=changed
         )
-        decoder = RecordDecoder(topics.events, self.features, cfg.codec.max_message_bytes, cfg.model.task)
+        decoder = RecordDecoder(
+            topics.events, self.features, cfg.codec.max_message_bytes, cfg.model.task,
+            positive_label=cfg.model.positive_label, negative_label=cfg.model.negative_label,
+        )
         self.loop = loop = ProcessingLoop(
             kafka, decoder, merge, handlers, output, checkpointer, telemetry,
             poll_timeout_ms=cfg.processor.poll_timeout_ms, max_batch=cfg.processor.max_batch,

@@ -14,12 +14,18 @@ Endpoints (``[http] host``/``port``, loopback by default):
                        predictions per second over the last 10 s)
 ``GET /history``       the bounded metrics history (:mod:`stream.engine.history`), drift detections and
                        promotions, for plots
-``POST /predict``      score one event ``{"x": {...}, "id"?: ...}`` or a list of them with the
-                       serving model. **Read-only**: nothing enters the pending-label store,
-                       nothing is learned, nothing is published to Kafka, no counter moves.
-                       A ``[features] transform`` applies, as for Kafka events.
+``POST /predict``      score one event ``{"x": {...}, "id"?: ..., "ts"?: ...}`` or a list of them
+                       with the serving model. **Read-only**: nothing enters the pending-label
+                       store, nothing is learned, nothing is published to Kafka, no counter
+                       moves. ``x`` is validated exactly as for Kafka events and the
+                       ``[features] transform`` applies. Each answer is the prediction message of
+                       the ``predictions`` topic (:mod:`stream.engine.messages`: ``proba`` keys
+                       are strings), without ``"id"`` when the request gave none.
 ``GET /metrics``       the Prometheus text format (same registry as ``[metrics]``)
 =====================  ===================================================================
+
+The API sees the service only through :class:`LiveService`, a written interface: it never
+reaches into private attributes of the processor.
 
 Why on the processor's loop: River models are not thread-safe. The processor handles a fetched
 batch synchronously, so a request handler, which runs on the same loop, only ever runs *between*
@@ -27,8 +33,21 @@ batches and never sees a model half-way through ``learn_one``. Nothing here runs
 
 Robustness: request line and headers are bounded (:data:`MAX_HEADER_BYTES`), bodies by
 :data:`MAX_BODY_BYTES` (413 beyond), a request must arrive within :data:`REQUEST_TIMEOUT_S`
-(408), each connection serves one request (``Connection: close``). Every error caused by the
-request gets a 4xx status and a JSON body ``{"error": ..., "status": ...}``; a 500 means a bug.
+(408), each connection serves one request (``Connection: close``; no pipelining). Every error
+caused by the request gets a 4xx status and a JSON body ``{"error": ..., "status": ...}``
+(``/predict`` adds ``"reason"``, and ``"index"`` for an event of a list):
+
+- not UTF-8, not JSON, ``NaN``/``Infinity`` literals, an integer literal of more than
+  :data:`MAX_INTEGER_DIGITS` digits, arrays or objects nested deeper than Python's recursion
+  limit: 400, reason ``undecodable`` (``non_finite`` for the literals);
+- an event that breaks the event contract (``x`` not a map of finite scalars, ``1e400``, a bad
+  ``id`` or ``ts``, a failing transform): 400 with the Kafka dead-letter reason;
+- an event the serving model cannot score (its ``predict_one`` raises): 422, reason
+  ``predict_failed``;
+- duplicate keys in a JSON object: the last one wins, exactly as on the Kafka path.
+
+The only 5xx answers are 503 (the service is starting; ``/readyz`` not ready), 505 (not
+HTTP/1.x) and 500, which is a bug in riverbed: logged once, with its traceback, at ERROR.
 """
 
 from __future__ import annotations
@@ -40,13 +59,23 @@ import logging
 import math
 import time
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream.engine.codecs import InvalidMessage, _check_features
+from stream.engine.codecs import MAX_ID_LENGTH, InvalidMessage
+from stream.engine.messages import prediction_message
+from stream.engine.transforms import first_line
 from stream.errors import RiverbedError
 from stream.ops.status import checkpoint_info, status_document
+
+if TYPE_CHECKING:
+    import os
+
+    from prometheus_client import CollectorRegistry
+
+    from learners import ModelSet, OnlineModel
+    from state import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +85,11 @@ MAX_BODY_BYTES = 1024 * 1024
 #: A too-large body is read and dropped up to this size before the 413 (larger: just closed).
 DISCARD_LIMIT_BYTES = 16 * 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 1000
+#: Longest integer literal a body may hold: Python's default ``int`` parsing limit, fixed here so
+#: that a process-wide ``sys.set_int_max_str_digits(0)`` never lets a request parse in quadratic time.
+MAX_INTEGER_DIGITS = 4300
+#: Integer ids are echoed back: they must fit 64 bits.
+INTEGER_ID_RANGE = range(-(2**63), 2**64)
 REQUEST_TIMEOUT_S = 10.0
 #: A live /status document is rebuilt at most this often (its model fingerprints cost a canonical
 #: pickle of every model; checkpoints do not compute them, the readers do).
@@ -67,9 +101,100 @@ RATE_WINDOW_S = 10
 REASONS = {
     200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
     411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-    503: "Service Unavailable", 505: "HTTP Version Not Supported",
+    422: "Unprocessable Content", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
+
+
+# -- what the API needs from the service ------------------------------------------------------
+
+
+class FeaturePreparation(Protocol):
+    """Turns an event's ``x`` into the features a model predicts from, as for Kafka events."""
+
+    def prepare(self, x: object) -> dict:
+        """Validate ``x`` (event contract) and apply ``[features] transform``.
+
+        Raises :class:`~stream.engine.codecs.InvalidMessage` (``reason``, ``detail``) for bad input.
+        """
+
+
+class MetricsExport(Protocol):
+    """The service's Prometheus metrics."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+
+class HistoryExport(Protocol):
+    """The bounded metrics history (:class:`stream.engine.history.MetricsHistory`)."""
+
+    def to_meta(self) -> dict: ...
+
+
+class StateDirectory(Protocol):
+    """Where the state lives (:class:`state.StateStore`)."""
+
+    @property
+    def path(self) -> str | os.PathLike: ...
+
+    def disk_size_bytes(self) -> int: ...
+
+
+@runtime_checkable
+class LiveService(Protocol):
+    """Everything the HTTP API reads from the running service, and nothing more.
+
+    Every attribute exists from construction; values may be ``None`` before the run starts. All
+    members are called on the service's own asyncio loop, between record batches.
+    """
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """Records handled so far: at least ``"events"``, ``"labels"``, ``"predictions"``."""
+
+    @property
+    def models(self) -> ModelSet | None:
+        """The live models; ``None`` while starting."""
+
+    @property
+    def metrics(self) -> MetricsExport: ...
+
+    @property
+    def history(self) -> HistoryExport: ...
+
+    @property
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The newest durable checkpoint; ``None`` before the first."""
+
+    @property
+    def store(self) -> StateDirectory | None:
+        """The state store; ``None`` before it is opened."""
+
+    @property
+    def refused_checkpoints(self) -> list[dict]:
+        """Checkpoints the restore skipped as unreadable, newest first: ``[{"seq": N, "reason": "..."}]``."""
+
+    @property
+    def features(self) -> FeaturePreparation: ...
+
+    def checkpoint_meta(self, fingerprints: bool = False) -> dict:
+        """The checkpoint metadata of the live state (the source of the status document)."""
+
+    def lag(self) -> dict[str, int | None]:
+        """``"topic:partition"`` -> records behind (``None``: no high watermark yet); ``{}`` before consuming."""
+
+    async def broker_reachable(self, timeout_s: float) -> str | None:
+        """``None`` when a metadata round trip answered within ``timeout_s``, else the reason, short."""
+
+
+def missing_members(service: object) -> list[str]:
+    """The :class:`LiveService` members ``service`` lacks (``[]``: it implements the interface)."""
+    members = [name for name in vars(LiveService) if not name.startswith("_")]
+    return sorted(name for name in members if not hasattr(service, name))
+
+
+# -- requests and responses -------------------------------------------------------------------
 
 
 class HttpError(Exception):
@@ -136,12 +261,138 @@ def status_page_html() -> bytes:
     return resources.files("stream.ops").joinpath("status_page.html").read_bytes()
 
 
-class HttpApi:
-    """The HTTP server of one :class:`~stream.engine.processor.Processor` (see the module docstring)."""
+# -- the /predict body ------------------------------------------------------------------------
 
-    def __init__(self, processor: Any, host: str, port: int, *, ready_lag: int = 1000,
+
+def decode_json_body(body: bytes) -> Any:
+    """The JSON document of a request body; every way it can fail is a 400 :class:`HttpError`.
+
+    >>> decode_json_body(b'{"x": {"a": 1}, "x": {"a": 2}}')  # duplicate keys: the last one wins
+    {'x': {'a': 2}}
+    >>> try:
+    ...     decode_json_body(b'[' * 100_000 + b']' * 100_000)
+    ... except HttpError as exc:
+    ...     print(exc.status, exc.extra["reason"], exc.message)
+    400 undecodable the body nests arrays or objects too deeply; an event is {"x": {"name": value}}
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HttpError(400, f"the body is not UTF-8 (invalid byte at position {exc.start})",
+                        reason="undecodable") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int)
+    except InvalidMessage as exc:
+        raise HttpError(400, exc.detail, reason=exc.reason) from None
+    except RecursionError:
+        raise HttpError(400, 'the body nests arrays or objects too deeply; an event is {"x": {"name": value}}',
+                        reason="undecodable") from None
+    except ValueError as exc:  # json.JSONDecodeError
+        raise HttpError(400, f"the body is not valid JSON: {str(exc)[:200]}", reason="undecodable") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise InvalidMessage("non_finite", f"{name} is not a number JSON allows")
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits) > MAX_INTEGER_DIGITS:
+        raise InvalidMessage("undecodable", f"an integer literal of {len(digits)} digits; at most {MAX_INTEGER_DIGITS}")
+    return int(digits)
+
+
+def _event_id(event: dict) -> str | int | None:
+    event_id = event.get("id")
+    if event_id is None:
+        return None
+    if type(event_id) is str and 0 < len(event_id) <= MAX_ID_LENGTH:
+        return event_id
+    if type(event_id) is int and event_id in INTEGER_ID_RANGE:
+        return event_id
+    raise InvalidMessage("bad_id", f"'id' must be a string of 1 to {MAX_ID_LENGTH} characters or a 64-bit integer")
+
+
+def _event_ts(event: dict) -> float | None:
+    ts = event.get("ts")
+    if ts is None:
+        return None
+    if type(ts) is int or type(ts) is float:
+        seconds = float(ts) if abs(ts) < 1e300 else math.inf  # an int past float's range is no time either
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    raise InvalidMessage("bad_ts", "'ts' must be a finite, non-negative number of epoch seconds")
+
+
+def prepared_event(event: Any, features: FeaturePreparation) -> tuple[str | int | None, float | None, dict]:
+    """``(id, ts, features)`` of one event of a request; raises InvalidMessage for bad input."""
+    if type(event) is not dict:
+        raise InvalidMessage("not_an_object", f"expected an object, got {type(event).__name__}")
+    if "x" not in event:
+        raise InvalidMessage("missing_x", "no 'x' field")
+    return _event_id(event), _event_ts(event), features.prepare(event["x"])
+
+
+def _refusal(status: int, message: str, reason: str, index: int | None) -> HttpError:
+    if index is None:
+        return HttpError(status, message, reason=reason)
+    return HttpError(status, f"event {index}: {message}", reason=reason, index=index)
+
+
+def prepared_events(events: list, features: FeaturePreparation, single: bool) -> list[tuple]:
+    """Every event prepared, or a 400 naming the first bad one (its ``index`` in a list)."""
+    prepared = []
+    for index, event in enumerate(events):
+        try:
+            prepared.append(prepared_event(event, features))
+        except InvalidMessage as exc:
+            raise _refusal(400, exc.detail or exc.reason, exc.reason, None if single else index) from None
+    return prepared
+
+
+def score(model: OnlineModel, prepared: list[tuple], single: bool) -> list[dict]:
+    """The prediction message of each prepared event, or a 422 naming the first the model refused."""
+    results = []
+    for index, (event_id, ts, x) in enumerate(prepared):
+        try:
+            y_pred, proba = model.predict(dict(x))
+        except Exception as exc:  # the model refuses this input: the client's problem, like a dead letter
+            message = f"model {model.name!r} could not score this event: {first_line(exc, 200)}"
+            raise _refusal(422, message, "predict_failed", None if single else index) from None
+        result = prediction_message(event_id, y_pred, proba, model.name, model.n_learned, ts)
+        if event_id is None:
+            del result["id"]
+        results.append(result)
+    return results
+
+
+def _request_content_type(request: Request) -> str:
+    return request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+class HttpApi:
+    """The HTTP server of one live service (see the module docstring).
+
+    Parameters
+    ----------
+    service
+        What the API reads: anything that implements :class:`LiveService`.
+    host, port
+        Where to listen (``port = 0``: any free port; :meth:`start` returns it).
+    ready_lag
+        ``/readyz`` answers 200 only while the total consumer lag is at most this.
+    max_body_bytes
+        Larger request bodies are refused with 413.
+    """
+
+    def __init__(self, service: LiveService, host: str, port: int, *, ready_lag: int = 1000,
                  max_body_bytes: int = MAX_BODY_BYTES):
-        self.processor = processor
+        missing = missing_members(service)
+        if missing:
+            raise TypeError(f"{type(service).__name__} does not implement LiveService: no {', '.join(missing)}")
+        self.service = service
         self.host = host
         self.port = port
         self.ready_lag = ready_lag
@@ -192,7 +443,7 @@ class HttpApi:
     async def _sample_counts(self) -> None:
         """Once a second, remember the counters (for the rates on /status)."""
         while True:
-            counts = self.processor.counts
+            counts = self.service.counts
             self._samples.append((time.monotonic(), counts["events"], counts["labels"], counts["predictions"]))
             await asyncio.sleep(1.0)
 
@@ -208,26 +459,32 @@ class HttpApi:
     # -- connection handling ---------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head_only = False
         try:
-            try:
-                request = await asyncio.wait_for(self._read_request(reader), REQUEST_TIMEOUT_S)
-            except HttpError as exc:
-                response = error_response(exc)
-            except asyncio.TimeoutError:
-                response = error_response(HttpError(408, f"the request did not arrive within {REQUEST_TIMEOUT_S:.0f} s"))
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return  # the client went away
-            else:
-                head_only = request.method == "HEAD"
-                response = await self._dispatch(request)
-            await self._write(writer, response, head_only)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:  # pragma: no cover - a bug; never let it kill the loop
-            log.exception("HTTP connection failed")
+            answer = await self._answer(reader)
+            if answer is not None:
+                response, head_only = answer
+                await self._write(writer, response, head_only)
+        except ConnectionError:
+            pass  # the client went away before reading the answer
+        except Exception:  # a bug; the loop goes on either way, the log says what happened
+            log.exception("HTTP answer could not be written")
         finally:
             writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[Response, bool] | None:
+        """The response to the connection's one request and whether it is a HEAD (``None``: no request)."""
+        try:
+            request = await asyncio.wait_for(self._read_request(reader), REQUEST_TIMEOUT_S)
+        except HttpError as exc:
+            return error_response(exc), False
+        except asyncio.TimeoutError:
+            return error_response(HttpError(408, f"the request did not arrive within {REQUEST_TIMEOUT_S:.0f} s")), False
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None  # the client went away
+        except Exception:
+            log.exception("HTTP request could not be read")
+            return error_response(HttpError(500, "internal error; see the riverbed log")), False
+        return await self._dispatch(request), request.method == "HEAD"
 
     async def _read_request(self, reader: asyncio.StreamReader) -> Request:
         try:
@@ -240,8 +497,12 @@ class HttpApi:
         method, target, version = parts
         if not version.startswith("HTTP/1."):
             raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are served")
+        headers = await self._read_headers(reader, len(line))
+        return Request(method.upper(), target, headers, await self._read_body(reader, headers))
+
+    @staticmethod
+    async def _read_headers(reader: asyncio.StreamReader, total: int) -> dict[str, str]:
         headers: dict[str, str] = {}
-        total = len(line)
         while True:
             try:
                 line = await reader.readuntil(b"\n")
@@ -252,26 +513,25 @@ class HttpApi:
                 raise HttpError(431, f"headers exceed {MAX_HEADER_BYTES} bytes or {MAX_HEADERS} lines")
             text = line.decode("latin-1").strip()
             if not text:
-                break
+                return headers
             name, sep, value = text.partition(":")
             if not sep:
                 raise HttpError(400, f"malformed header line {text[:80]!r}")
             headers[name.strip().lower()] = value.strip()
-        body = b""
+
+    async def _read_body(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
         if "transfer-encoding" in headers:
             raise HttpError(411, "chunked bodies are not accepted: send Content-Length")
-        if "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-                if length < 0:
-                    raise ValueError
-            except ValueError:
-                raise HttpError(400, "Content-Length must be a non-negative integer") from None
-            if length > self.max_body_bytes:
-                await _discard(reader, min(length, DISCARD_LIMIT_BYTES))  # so the client reads the 413
-                raise HttpError(413, f"body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes")
-            body = await reader.readexactly(length)
-        return Request(method.upper(), target, headers, body)
+        if "content-length" not in headers:
+            return b""
+        declared = headers["content-length"]
+        if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
+            raise HttpError(400, "Content-Length must be a non-negative integer of at most 18 digits")
+        length = int(declared)
+        if length > self.max_body_bytes:
+            await _discard(reader, min(length, DISCARD_LIMIT_BYTES))  # so the client reads the 413
+            raise HttpError(413, f"body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes")
+        return await reader.readexactly(length)
 
     async def _dispatch(self, request: Request) -> Response:
         route = self.routes.get(request.path.rstrip("/") or "/")
@@ -283,13 +543,13 @@ class HttpApi:
             handler = route.get(method)
             if handler is None:
                 allowed = ", ".join(sorted(route))
-                raise HttpError(405, f"{request.method} is not allowed on {request.path}; use {allowed}",
+                raise HttpError(405, f"{request.method[:20]} is not allowed on {request.path}; use {allowed}",
                                 headers={"Allow": allowed})
             return await handler(request)
         except HttpError as exc:
             return error_response(exc)
-        except Exception:
-            log.exception("HTTP %s %s failed", request.method, request.path)
+        except Exception:  # a bug in riverbed, never the client's input
+            log.exception("HTTP %s %s failed", request.method[:20], request.path[:200])
             return error_response(HttpError(500, "internal error; see the riverbed log"))
 
     async def _write(self, writer: asyncio.StreamWriter, response: Response, head_only: bool) -> None:
@@ -310,8 +570,8 @@ class HttpApi:
 
     # -- handlers ----------------------------------------------------------------------------
 
-    def _require_models(self):
-        models = getattr(self.processor, "models", None)
+    def _require_models(self) -> ModelSet:
+        models = self.service.models
         if models is None:
             raise HttpError(503, "the model is not loaded yet (riverbed is starting)", headers={"Retry-After": "1"})
         return models
@@ -325,15 +585,14 @@ class HttpApi:
         return json_response(200, {"status": "alive", "uptime_s": round(time.time() - self.started_at, 3)})
 
     async def readyz(self, request: Request) -> Response:
-        p = self.processor
-        consumer = getattr(p, "consumer", None)
-        if consumer is None or getattr(p, "models", None) is None:
-            return json_response(503, {"ready": False, "reason": "starting: model or consumer not ready yet"})
-        try:
-            await asyncio.wait_for(consumer.topics(), READY_PROBE_TIMEOUT_S)
-        except Exception as exc:
-            return json_response(503, {"ready": False, "reason": f"broker unreachable: {type(exc).__name__} {exc}"[:300]})
-        lag = self._lag()
+        if self.service.models is None:
+            return json_response(503, {"ready": False, "reason": "starting: the model is not loaded yet"})
+        problem = await self.service.broker_reachable(READY_PROBE_TIMEOUT_S)
+        if problem is not None:
+            return json_response(503, {"ready": False, "reason": f"broker unreachable: {problem}"[:300]})
+        lag = self.service.lag()
+        if not lag:
+            return json_response(503, {"ready": False, "reason": "starting: no input partition consumed yet"})
         if None in lag.values():
             return json_response(503, {"ready": False, "reason": "no high watermark fetched yet", "lag": lag})
         total = sum(lag.values())
@@ -342,31 +601,22 @@ class HttpApi:
                                        "lag": lag})
         return json_response(200, {"ready": True, "lag": lag})
 
-    def _lag(self) -> dict[str, int | None]:
-        p = self.processor
-        lag: dict[str, int | None] = {}
-        for tp in getattr(p, "_inputs", []):
-            high = p.consumer.highwater(tp)
-            done = p.offsets.get((tp.topic, tp.partition), 0)
-            lag[f"{tp.topic}:{tp.partition}"] = None if high is None else max(0, high - done)
-        return lag
-
     def live_status(self) -> dict:
         """The ``status --json`` document from the live state, cached for :data:`STATUS_CACHE_S`."""
         now = time.monotonic()
         if self._status_cache is not None and now - self._status_cache[0] < STATUS_CACHE_S:
             return self._status_cache[1]
         self._require_models()
-        p = self.processor
-        meta = p.checkpoint_meta(fingerprints=True)  # here, on request and cached; never per checkpoint
-        last = p.last_checkpoint
-        store = getattr(p, "store", None)
+        service = self.service
+        meta = service.checkpoint_meta(fingerprints=True)  # here, on request and cached; never per checkpoint
+        last, store = service.last_checkpoint, service.store
         info = None
         if last is not None and store is not None:
             info = checkpoint_info(last, store.path, store.disk_size_bytes())
         document = status_document(meta, info)
+        document["refused"] = list(service.refused_checkpoints)  # as in `riverbed status --json`
         document["live"] = True
-        document["lag"] = self._lag() if getattr(p, "consumer", None) is not None else {}
+        document["lag"] = service.lag()
         document["rates"] = self.rates()
         self._status_cache = (now, document)
         return document
@@ -376,8 +626,7 @@ class HttpApi:
 
     async def history(self, request: Request) -> Response:
         self._require_models()
-        p = self.processor
-        document = dict(p.history.to_meta())
+        document = dict(self.service.history.to_meta())
         status = self.live_status()
         document["drift"] = status.get("drift", [])
         document["promotions"] = status.get("promotions", [])
@@ -385,59 +634,26 @@ class HttpApi:
         return json_response(200, document)
 
     async def metrics(self, request: Request) -> Response:
-        return Response(200, generate_latest(self.processor.metrics.registry), CONTENT_TYPE_LATEST)
+        return Response(200, generate_latest(self.service.metrics.registry), CONTENT_TYPE_LATEST)
 
     async def predict(self, request: Request) -> Response:
         """Score events with the serving model; read-only (see the module docstring)."""
         models = self._require_models()
-        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        content_type = _request_content_type(request)
         if content_type not in ("application/json", "text/json", ""):
-            raise HttpError(415, f"send JSON (Content-Type: application/json), not {content_type!r}")
+            raise HttpError(415, f"send JSON (Content-Type: application/json), not {content_type[:100]!r}")
         if not request.body:
-            raise HttpError(400, 'empty body; send {"x": {"feature": value, ...}} or a list of such events')
-        try:
-            document = json.loads(request.body, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HttpError(400, f"the body is not valid JSON: {str(exc)[:200]}") from None
-        single = isinstance(document, dict)
+            raise HttpError(400, 'empty body; send {"x": {"feature": value, ...}} or a list of such events',
+                            reason="empty")
+        document = decode_json_body(request.body)
+        single = type(document) is dict
         events = [document] if single else document
-        if not isinstance(events, list):
-            raise HttpError(400, 'send an event object {"x": {...}} or a list of them')
+        if type(events) is not list:
+            raise HttpError(400, 'send an event object {"x": {...}} or a list of them', reason="not_an_object")
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise HttpError(413, f"{len(events)} events in one request; at most {MAX_EVENTS_PER_REQUEST}")
-        transform = getattr(self.processor, "transform", None)  # [features] transform, as for Kafka events
-        checked = []
-        for index, event in enumerate(events):
-            try:
-                if not isinstance(event, dict):
-                    raise InvalidMessage("not_an_object", f"expected an object, got {type(event).__name__}")
-                if "x" not in event:
-                    raise InvalidMessage("missing_x", "no 'x' field")
-                x = _check_features(event["x"])
-                event_id = event.get("id")
-                if event_id is not None and not isinstance(event_id, (str, int)):
-                    raise InvalidMessage("bad_id", "'id' must be a string or an integer")
-                if transform is not None:
-                    x = transform(x)
-            except InvalidMessage as exc:
-                extra = {"reason": exc.reason} if single else {"reason": exc.reason, "index": index}
-                raise HttpError(400, exc.detail or exc.reason, **extra) from None
-            checked.append((event_id, x))
-        model = models.serving_model
-        results = []
-        for event_id, x in checked:
-            try:
-                y_pred, proba = model.predict(dict(x))
-            except Exception as exc:
-                raise HttpError(400, f"the model could not score this event: {type(exc).__name__}: {str(exc)[:200]}") from None
-            result = {"y_pred": y_pred}
-            if event_id is not None:
-                result = {"id": event_id, **result}
-            if proba is not None:
-                result["proba"] = proba
-            result["model"] = model.name
-            result["version"] = model.n_learned
-            results.append(result)
+        prepared = prepared_events(events, self.service.features, single)
+        results = score(models.serving_model, prepared, single)
         return json_response(200, results[0] if single else results)
 
 
@@ -447,7 +663,3 @@ async def _discard(reader: asyncio.StreamReader, n: int) -> None:
         if not chunk:
             return
         n -= len(chunk)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number JSON allows")

@@ -11,35 +11,90 @@ import time
 from pathlib import Path
 
 from state import StateStore
-from state.errors import StateError
+from state.errors import CheckpointUnreadable, StateError
 from stream.config import Config
 from stream.engine.model_bytes import load_model_state
 from stream.errors import RiverbedError
 
 
 def newest_checkpoint(cfg: Config, *, with_disk_size: bool = False):
-    """The newest checkpoint in ``[state] dir`` (and the dir's size), or one clear error."""
-    path = Path(cfg.state.dir)
-    if not path.exists():
-        raise RiverbedError(f"no state in {path}: run `riverbed run` first (or point [state] dir at the right place)")
-    with StateStore(path, read_only=True) as store:
-        ckpt = store.load()
-        disk = store.disk_size_bytes() if with_disk_size else None
-    if ckpt is None:
-        raise RiverbedError(f"no checkpoint in {path} yet: `riverbed run` writes one every [state] checkpoint_interval_s")
+    """The newest *readable* checkpoint in ``[state] dir`` (and the dir's size), or one clear error.
+
+    Checkpoints that cannot be read (:class:`state.errors.CheckpointUnreadable`) are skipped;
+    :func:`newest_readable_checkpoint` also says which and why.
+    """
+    ckpt, path, disk, _refused = newest_readable_checkpoint(cfg, with_disk_size=with_disk_size)
     return ckpt, path, disk
 
 
+def newest_readable_checkpoint(cfg: Config, *, with_disk_size: bool = False):
+    """The newest checkpoint that :meth:`state.StateStore.load` reads, and the refused newer ones.
+
+    Parameters
+    ----------
+    cfg
+        The configuration (``[state] dir``).
+    with_disk_size
+        Also measure the state dir.
+
+    Returns
+    -------
+    tuple
+        ``(checkpoint, path, disk_bytes or None, refused)`` where ``refused`` is
+        ``[{"seq": N, "reason": "..."}]``, newest first.
+
+    Raises
+    ------
+    RiverbedError
+        No state, no checkpoint, or every checkpoint was refused (the reasons in the message).
+    """
+    path = Path(cfg.state.dir)
+    if not path.exists():
+        raise RiverbedError(f"no state in {path}: run `riverbed run` first (or point [state] dir at the right place)")
+    refused: list[dict] = []
+    with StateStore(path, read_only=True) as store:
+        seqs = store.checkpoints()
+        ckpt = _first_readable(store, seqs, refused)
+        disk = store.disk_size_bytes() if with_disk_size else None
+    if ckpt is None and refused:
+        reasons = "; ".join(f"checkpoint {r['seq']}: {r['reason']}" for r in refused)
+        raise RiverbedError(
+            f"no readable checkpoint in {path}: every one was refused ({reasons}); move the directory aside to start from scratch"
+        )
+    if ckpt is None:
+        raise RiverbedError(f"no checkpoint in {path} yet: `riverbed run` writes one every [state] checkpoint_interval_s")
+    return ckpt, path, disk, refused
+
+
+def _first_readable(store: StateStore, seqs: list[int], refused: list[dict]):
+    for seq in seqs:
+        try:
+            ckpt = store.load(seq)
+        except CheckpointUnreadable as exc:
+            refused.append({"seq": seq, "reason": exc.reason})
+            continue
+        if ckpt is not None:
+            return ckpt
+    return None
+
+
 def read_status(cfg: Config, *, fingerprints: bool = True) -> dict:
-    """The status document of the newest checkpoint in ``[state] dir``.
+    """The status document of the newest readable checkpoint in ``[state] dir``.
 
     Checkpoints do not store model fingerprints (a canonical pickle of every model would cost the
     processor's loop tens of milliseconds per checkpoint): they are computed here from the
     checkpoint's model bytes, verified before anything is unpickled (:func:`checkpoint_fingerprints`).
     ``fingerprints=False`` skips that (a quick look at counts and offsets, e.g. when polling).
+
+    Newer checkpoints that the state store cannot read (neither copy) are skipped, as the
+    processor skips them on restore, and listed in the document's ``"refused"``:
+    ``[{"seq": N, "reason": "..."}]`` (empty when all is well). A checkpoint read from its file
+    copy says so in ``checkpoint.copy`` and ``checkpoint.damage``. Model bytes that fail their
+    seal are reported per model as ``fingerprint_error``.
     """
-    ckpt, path, disk = newest_checkpoint(cfg, with_disk_size=True)
+    ckpt, path, disk, refused = newest_readable_checkpoint(cfg, with_disk_size=True)
     document = status_document(ckpt.meta, checkpoint_info(ckpt, path, disk))
+    document["refused"] = refused
     if fingerprints:
         document["models"] = with_fingerprints(document["models"], *checkpoint_fingerprints(ckpt))
     return document
@@ -89,6 +144,8 @@ def checkpoint_info(ckpt, path, disk_bytes: int) -> dict:
         "size_bytes": ckpt.size_bytes,
         "state_dir": str(path),
         "state_dir_bytes": disk_bytes,
+        "copy": getattr(ckpt, "copy", "rocksdb"),
+        "damage": list(getattr(ckpt, "damage", ())),
     }
 
 
@@ -117,12 +174,16 @@ def format_status(status: dict) -> str:
         f"checkpoint {ck['seq']} in {ck['state_dir']} ({ck['size_bytes']:,} bytes, "
         f"{ck['age_s']:.0f} s old, state dir {ck['state_dir_bytes']:,} bytes)"
     )
+    for damage in ck.get("damage") or []:
+        lines.append(f"  read from its {ck.get('copy')} copy: {damage}")
+    for refused in status.get("refused") or []:
+        lines.append(f"checkpoint {refused['seq']} refused: {refused['reason']}")
     for name, model in status["models"].items():
         star = " (serving)" if name == status["serving"] else ""
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in model["metrics"].items())
+        metrics = ", ".join(f"{k} {_metric(v)}" for k, v in model["metrics"].items())
         lines.append(f"model {name}{star}: {model['n_learned']:,} labels learned; {metrics}")
         if model.get("rolling_metrics"):
-            rolling = ", ".join(f"{k} {v:.4f}" for k, v in model["rolling_metrics"].items())
+            rolling = ", ".join(f"{k} {_metric(v)}" for k, v in model["rolling_metrics"].items())
             lines.append(f"  rolling {rolling}")
         if model.get("fingerprint"):
             lines.append(f"  fingerprint {model['fingerprint']}")
@@ -147,3 +208,8 @@ def format_status(status: dict) -> str:
     for p in status.get("promotions") or []:
         lines.append(f"{p['kind']} at event {p['position']:,}: {p['from']} -> {p['to']}")
     return "\n".join(lines)
+
+
+def _metric(value: float | None) -> str:
+    """A metric for people: four decimals, ``n/a`` before any label was scored."""
+    return "n/a" if value is None else f"{value:.4f}"
