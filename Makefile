@@ -25,7 +25,7 @@ venv: $(STAMP)
 # Debian packages some tests use: a real Prometheus server scraping riverbed, and headless
 # Chromium rendering the status page. Installed only when missing, apt-get exists and we are
 # root (CI is); otherwise those tests skip and say why.
-SYSTEM_DEPS := prometheus chromium
+SYSTEM_DEPS := prometheus chromium kcat
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -19,6 +19,9 @@ What is measured (all rows, same broker, same data, same run):
 - **checkpoint duty**: sum of ``riverbed_checkpoint_pause_seconds`` (the time checkpoints stop
   processing: model pickle, metadata, overlay freeze; the producer flush and the synced RocksDB
   write happen while processing goes on) over the measured wall time.
+- **guarantees**: the throughput row and a latency run at 50 % of the at-least-once rate, once
+  with ``[output] guarantee = "exactly_once"`` and once with ``"at_least_once"``, and the ratio
+  of the two rates (the exactly-once clock stops when the last transaction committed).
 - **recovery**: ``riverbed run`` as a subprocess on the full backlog, ``SIGKILL`` mid-way, restart;
   time from the restart (just before ``Popen``) to the Kafka timestamp of the first prediction
   record appended after the kill.
@@ -45,7 +48,7 @@ from bench.worker import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
-ALL_ROWS = ("bare", "riverbed", "lean", "faust", "naive", "latency", "recovery")
+ALL_ROWS = ("bare", "riverbed", "lean", "faust", "naive", "latency", "recovery", "guarantees")
 ROW_TITLES = {
     "bare": "limit P (bare River loop)",
     "riverbed": "riverbed (default config)",
@@ -56,6 +59,9 @@ ROW_TITLES = {
 #: The lean row: what riverbed costs without its evaluation extras (rolling metrics still run).
 LEAN = {"model": {"metrics": ["accuracy"]}, "drift": {"detector": "none", "input_detector": "none"}}
 TARGET_ETA = {"logreg": 0.6, "hoeffding_adaptive": 0.9}
+GUARANTEES = ("exactly_once", "at_least_once")
+"""The ``guarantees`` rows: the same workload under each ``[output] guarantee``, throughput and latency."""
+TARGET_EXACTLY_ONCE_RATIO = 0.85
 
 _T0 = time.monotonic()
 
@@ -222,8 +228,11 @@ def run_comparator(entry: dict, base: dict, kind: str, n: int, bootstrap: str, t
 # -- measurements ------------------------------------------------------------------------------
 
 
-def measure_latency(ctx: dict, preset: str, rate: float, load: float) -> dict:
-    """riverbed on live topics fed at ``load × rate`` events/s; latency from prediction timestamps."""
+def measure_latency(ctx: dict, preset: str, rate: float, load: float, **extra) -> dict:
+    """riverbed on live topics fed at ``load × rate`` events/s; latency from prediction timestamps.
+
+    ``extra`` config sections override the default config (e.g. ``output={"guarantee": ...}``).
+    """
     import msgpack
 
     bootstrap, workdir = ctx["bootstrap"], ctx["workdir"]
@@ -232,7 +241,7 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float) -> dict:
     topics = topic_names(f"live-{preset}-{int(load * 100)}-{uuid.uuid4().hex[:6]}")
     create_log_append_time_topic(bootstrap, topics["predictions"])
     create(bootstrap, topics)
-    sections = riverbed_sections(bootstrap, topics, workdir / f"state-{topics['events']}", preset)
+    sections = riverbed_sections(bootstrap, topics, workdir / f"state-{topics['events']}", preset, **extra)
     out = workdir / f"live-{uuid.uuid4().hex[:8]}.json"
     spec = {"kind": "riverbed_live", "config": sections, "target": 2 * n, "out": str(out)}
     proc = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=ROOT, env=_env(),
@@ -275,6 +284,29 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float) -> dict:
             "broker": None if broker_cpu is None else broker_cpu / producer["seconds"],
         },
     }
+
+
+def measure_guarantees(ctx: dict, preset: str, topics: dict) -> dict:
+    """Throughput and 50 %-load latency with each ``[output] guarantee`` on the same workload."""
+    bootstrap, workdir, n = ctx["bootstrap"], ctx["workdir"], ctx["events"]
+    found: dict = {}
+    for guarantee in GUARANTEES:
+        own = {**topics, "predictions": f"{topics['events']}-{guarantee}-{preset}-predictions",
+               "deadletter": f"{topics['events']}-{guarantee}-{preset}-deadletter"}
+        create(bootstrap, own)
+        sections = riverbed_sections(bootstrap, own, workdir / f"state-{guarantee}-{preset}", preset,
+                                     output={"guarantee": guarantee})
+        found[guarantee] = {"throughput": run_row({"kind": "riverbed", "config": sections, "target": 2 * n}, workdir)}
+        say(f"{preset}: {guarantee} {found[guarantee]['throughput']['rate']:,.0f} events/s")
+    base_rate = found["at_least_once"]["throughput"]["rate"]
+    for guarantee in GUARANTEES:
+        lat = measure_latency(ctx, preset, base_rate, 0.5, output={"guarantee": guarantee})
+        found[guarantee]["latency_50"] = lat
+        say(f"{preset}: {guarantee} latency at 50% p50/p99 = "
+            f"{lat['latency'].get('p50', 0) * 1e3:.1f}/{lat['latency'].get('p99', 0) * 1e3:.1f} ms")
+    found["ratio"] = found["exactly_once"]["throughput"]["rate"] / base_rate
+    say(f"{preset}: exactly-once / at-least-once throughput = {found['ratio']:.3f}")
+    return found
 
 
 def _process_cpu_seconds(pid: int | None) -> float | None:
@@ -487,6 +519,13 @@ def run(args: argparse.Namespace) -> dict:
                 except Exception as exc:
                     say(f"{preset}: recovery measurement failed: {exc}")
                     entry.setdefault("errors", []).append(f"recovery: {exc}")
+            if "guarantees" in rows:
+                say(f"{preset}: exactly-once and at-least-once output on the same {args.events:,} events")
+                try:
+                    entry["guarantees"] = measure_guarantees(ctx, preset, topics)
+                except Exception as exc:
+                    say(f"{preset}: guarantee measurement failed: {exc}")
+                    entry.setdefault("errors", []).append(f"guarantees: {exc}")
             if "recovery" in entry:
                 say(f"{preset}: first new prediction {entry['recovery']['seconds']:.2f} s after the restart")
             derive(entry, preset)
@@ -524,6 +563,9 @@ def derive(entry: dict, preset: str) -> None:
         targets["checkpoint duty <= 2%"] = rows["riverbed"]["checkpoint_duty"] <= 0.02
     if "recovery" in entry:
         targets["recovery <= 3 s"] = entry["recovery"]["seconds"] <= 3.0
+    if "guarantees" in entry:
+        targets[f"exactly-once >= {TARGET_EXACTLY_ONCE_RATIO} x at-least-once"] = (
+            entry["guarantees"]["ratio"] >= TARGET_EXACTLY_ONCE_RATIO)
     entry["targets"] = targets
 
 
@@ -585,6 +627,21 @@ def markdown(results: dict) -> str:
               if rec else "–")
         targets = ", ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in entry.get("targets", {}).items())
         lines.append(f"| {preset} | {ck} | {rc} | {targets or '–'} |")
+    guarantee_rows = []
+    for preset, entry in results["models"].items():
+        found = entry.get("guarantees")
+        for guarantee in GUARANTEES if found else ():
+            row, q = found[guarantee]["throughput"], found[guarantee]["latency_50"]["latency"]
+            guarantee_rows.append(
+                f"| {preset} | {guarantee} | {row['rate']:,.0f} | "
+                f"{q.get('p50', 0) * 1e3:.1f} / {q.get('p99', 0) * 1e3:.1f} | "
+                f"{found['ratio']:.3f} |" if guarantee == "exactly_once" else
+                f"| {preset} | {guarantee} | {row['rate']:,.0f} | "
+                f"{q.get('p50', 0) * 1e3:.1f} / {q.get('p99', 0) * 1e3:.1f} | 1 |"
+            )
+    if guarantee_rows:
+        lines += ["", "| model | [output] guarantee | events/s | latency p50 / p99 ms at 50% load | × at-least-once |",
+                  "|---|---|---:|---|---:|", *guarantee_rows]
     for preset, entry in results["models"].items():
         for error in entry.get("errors", []):
             lines.append(f"\n{preset}: measurement failed: {error}")

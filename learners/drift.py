@@ -30,12 +30,12 @@ True
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import typing
 
 from river import drift
 
 from learners.errors import LearnerError
+from learners.specs import import_spec
 
 __all__ = [
     "ACTIONS",
@@ -105,11 +105,9 @@ def check_detector(name: str, *, binary_input: bool, what: str = "detector") -> 
 def build_detector(name: str):
     """A new River drift detector by name, or from a ``package.module:factory`` spec."""
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise LearnerError(f"cannot load drift detector factory {name!r}: {exc}") from exc
+        factory = import_spec(name, f"drift detector factory {name!r}", expected="'package.module:factory'")
+        if not callable(factory):
+            raise LearnerError(f"drift detector factory {name!r} is a {type(factory).__name__}, not callable")
         detector = factory()
         if not hasattr(detector, "update") or not hasattr(detector, "drift_detected"):
             raise LearnerError(f"drift detector factory {name!r} did not return a River drift detector")

@@ -98,13 +98,6 @@ class Prequential:
             else {name: utils.Rolling(type(metric), window_size=window) for name, metric in self.metrics.items()}
         )
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.__dict__.setdefault("window", None)  # pickled before rolling metrics
-        self.__dict__.setdefault("rolling", {})
-        if "unscored" not in state:  # pickled before unscored metrics were told apart
-            self.unscored = set() if self.n_updates else set(self.metrics)
-
     @classmethod
     def from_names(cls, names: typing.Iterable[str], task: str, window: int | None = None) -> Prequential:
         """Build the metrics by name (see :func:`learners.metrics.build_metric`) for ``task``.

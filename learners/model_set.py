@@ -50,7 +50,7 @@ from learners.drift import (
     positive_score,
 )
 from learners.errors import LearnerError
-from learners.fingerprint import fingerprint as _fingerprint
+from learners.fingerprints import fingerprint as _fingerprint
 from learners.online_model import OnlineModel
 
 __all__ = ["DriftSettings", "ModelSet", "PromotionPolicy", "Served"]
@@ -182,30 +182,6 @@ class ModelSet:
         self.events_seen = 0
         self.drift_log: collections.deque = collections.deque(maxlen=HISTORY)
         self.switch_log: collections.deque = collections.deque(maxlen=HISTORY)
-
-    def __setstate__(self, state: dict) -> None:
-        """Restore; a set pickled before challengers and drift existed gets their empty defaults."""
-        defaults = {
-            "configured": list(state.get("models", {}))[:1],
-            "drift": None,
-            "error_monitors": {},
-            "background": {},
-            "inputs": None,
-            "promotion": None,
-            "_bigger_is_better": True,
-            "streaks": dict.fromkeys(state.get("models", {}), 0),
-            "predecessor": None,
-            "spawned": None,
-            "n_spawned": 0,
-            "events_seen": 0,
-            "drift_log": collections.deque(maxlen=HISTORY),
-            "switch_log": collections.deque(maxlen=HISTORY),
-        }
-        if "task" not in state and state.get("models"):
-            defaults["task"] = next(iter(state["models"].values())).task
-        self.__dict__.update(state)  # first, so that the attribute order (part of the fingerprint) is kept
-        for key, value in defaults.items():
-            self.__dict__.setdefault(key, value)
 
     def _check_promotion_policy(self, policy: PromotionPolicy) -> None:
         champion = self.models[self.serving]
@@ -485,15 +461,6 @@ class ModelSet:
             entry["retrains"] = m.retrains
             described[name] = entry
         return described
-
-    def status(self) -> dict:
-        """The learner part of the status document: ``serving``, ``models``, ``drift``, ``promotions``."""
-        return {
-            "serving": self.serving,
-            "models": self.describe(),
-            "drift": list(self.drift_log),
-            "promotions": list(self.switch_log),
-        }
 
     def fingerprint(self) -> str:
         """The canonical sha256 of the whole set: models, metrics, monitors, roles and logs."""

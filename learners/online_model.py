@@ -27,7 +27,7 @@ Persistence
 -----------
 An :class:`OnlineModel` pickles as a whole (model, metrics, counters); restoring it and
 continuing is bit-identical to never having stopped. :meth:`~OnlineModel.fingerprint` identifies
-the learned state independently of pickling accidents (see :mod:`learners.fingerprint`).
+the learned state independently of pickling accidents (see :mod:`learners.fingerprints`).
 
 """
 
@@ -39,7 +39,7 @@ from river import base, compose
 
 from learners.errors import LearnerError
 from learners.evaluation import Prequential
-from learners.fingerprint import fingerprint as _fingerprint
+from learners.fingerprints import fingerprint as _fingerprint
 from learners.presets import check_model_fits_task, check_task
 
 __all__ = ["OnlineModel"]
@@ -162,10 +162,6 @@ class OnlineModel:
         self.model.learn_one(x, y)
         self.n_learned += 1
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.__dict__.setdefault("retrains", 0)  # pickled before retrains were counted
-
     def replace_model(self, model) -> None:
         """Serve and train ``model`` (same kind, e.g. a retrained copy) from now on; metrics continue."""
         check_model_fits_task(model, self.task, origin=f"model {self.name!r}")
@@ -174,7 +170,7 @@ class OnlineModel:
         self.retrains += 1
 
     def fingerprint(self) -> str:
-        """The canonical sha256 of the model's learned state (see :mod:`learners.fingerprint`)."""
+        """The canonical sha256 of the model's learned state (see :mod:`learners.fingerprints`)."""
         return _fingerprint(self.model)
 
     def __repr__(self) -> str:

@@ -35,13 +35,13 @@ learners.errors.LearnerError: preset 'linreg' does not support task 'binary'; pr
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import typing
 
 from river import base, forest, linear_model, naive_bayes, tree
 
 from learners.errors import LearnerError
 from learners.features import MixedFeatureScaler
+from learners.specs import first_line, import_spec
 
 __all__ = ["PRESETS", "TASKS", "PresetSpec", "build_model", "check_model_fits_task", "check_task"]
 
@@ -241,34 +241,10 @@ def check_model_fits_task(model: object, task: str, origin: str = "model") -> No
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def _from_factory(spec: str) -> base.Estimator:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr or ":" in attr:
-        raise LearnerError(
-            f"model spec {spec!r} is malformed; write 'package.module:factory' "
-            f"or a preset name ({', '.join(PRESETS)})"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise LearnerError(
-            f"cannot import module {module_name!r} for model spec {spec!r} ({_first_line(exc)}); "
-            "check the module path and that it is importable (installed or on PYTHONPATH)"
-        ) from exc
-    factory: typing.Any = module
-    for part in attr.split("."):
-        try:
-            factory = getattr(factory, part)
-        except AttributeError:
-            raise LearnerError(
-                f"module {module_name!r} has no attribute {attr!r}; "
-                f"check the factory name in model spec {spec!r}"
-            ) from None
+    factory = import_spec(
+        spec, f"model spec {spec!r}", expected=f"'package.module:factory' or a preset name ({', '.join(PRESETS)})"
+    )
     if not callable(factory):
         raise LearnerError(
             f"{spec!r} is a {type(factory).__name__}, not callable; "
@@ -278,7 +254,7 @@ def _from_factory(spec: str) -> base.Estimator:
         model = factory()
     except Exception as exc:
         raise LearnerError(
-            f"factory {spec!r} failed when called with no arguments ({_first_line(exc)}); "
+            f"factory {spec!r} failed when called with no arguments ({first_line(exc)}); "
             "it must build a new model without arguments"
         ) from exc
     return model

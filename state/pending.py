@@ -1,17 +1,26 @@
-"""The pending-label store: what was predicted for an event, kept until its label arrives.
+"""Expiring stores: the pending labels and the learned ids, kept by event id until they expire.
 
-Entries are opaque bytes keyed by event id (``str``), each with an event time ``ts`` (float
-seconds). The runtime puts an entry when it predicts, gets and deletes it when the label
-arrives, and expires entries whose label never came.
+An :class:`ExpiringStore` holds opaque bytes keyed by event id (``str``), each with an event
+time ``ts`` (float seconds), and removes the entries older than a time on :meth:`~ExpiringStore.expire`.
+riverbed keeps two, under two names for the one contract:
 
-Two implementations share the :class:`PendingLabels` contract:
+:data:`PendingLabels`
+    What was predicted for an event, kept until its label arrives: the runtime puts an entry
+    when it predicts, gets and deletes it when the label arrives, and expires entries whose
+    label never came.
+:data:`LearnedIds`
+    The ids whose label was learned (values ``b""``), kept for ``[labels] ttl_s`` to recognise
+    duplicate labels.
 
-:class:`MemoryPendingLabels`
+Two implementations:
+
+:class:`MemoryExpiringStore`
     A plain dict plus a min-heap on ``ts``; for tests and for running without a state dir.
-:class:`RocksPendingLabels`
-    Backed by the checkpoint database (``StateStore.pending``). Every change stays in an
-    in-memory overlay until ``StateStore.commit`` writes it in the same atomic batch as the
-    model and the offsets, so the pending labels on disk always match the newest checkpoint.
+:class:`RocksExpiringStore`
+    Backed by the checkpoint database (``StateStore.pending`` and ``StateStore.learned``, one
+    :class:`KeyLayout` each). Every change stays in an in-memory overlay until
+    ``StateStore.commit`` writes it in the same atomic batch as the model and the offsets, so
+    the entries on disk always match the newest checkpoint.
 
 Two-phase commit (``StateStore.begin_commit`` / ``end_commit``): ``begin_commit`` freezes the
 overlay into a :class:`FrozenOverlay` (the *committing layer*) and starts a fresh, empty live
@@ -45,7 +54,7 @@ import heapq
 import math
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
 import rocksdict
 
@@ -56,7 +65,7 @@ TS_SIZE: Final = 8
 
 @dataclass(frozen=True)
 class KeyLayout:
-    """Where one :class:`RocksPendingLabels` keeps its entries in the shared database.
+    """Where one :class:`RocksExpiringStore` keeps its entries in the shared database.
 
     Attributes
     ----------
@@ -147,7 +156,7 @@ def _checked_id(event_id: str) -> str:
     return event_id
 
 
-class PendingLabels(abc.ABC):
+class ExpiringStore(abc.ABC):
     """Opaque bytes keyed by event id, each with an event time, expirable by time."""
 
     @abc.abstractmethod
@@ -177,10 +186,16 @@ class PendingLabels(abc.ABC):
         """Number of live entries (exact)."""
 
 
-class MemoryPendingLabels(PendingLabels):
-    """In-memory pending labels: a dict and a lazily cleaned min-heap on ``ts``.
+PendingLabels: TypeAlias = ExpiringStore
+"""The pending-label store: event id -> what was predicted, until the label arrives."""
+LearnedIds: TypeAlias = ExpiringStore
+"""The learned-id store: event id -> ``b""`` once its label was learned, until it expires."""
 
-    Nothing survives the process; use :class:`RocksPendingLabels` (via ``StateStore.pending``)
+
+class MemoryExpiringStore(ExpiringStore):
+    """An in-memory expiring store: a dict and a lazily cleaned min-heap on ``ts``.
+
+    Nothing survives the process; use :class:`RocksExpiringStore` (via ``StateStore.pending``)
     for state that must.
     """
 
@@ -237,9 +252,9 @@ TOMBSTONE: Final = _Tombstone()
 
 @dataclass(frozen=True, eq=False)
 class FrozenOverlay:
-    """One :class:`RocksPendingLabels`' changes as of ``StateStore.begin_commit``.
+    """One :class:`RocksExpiringStore`'s changes as of ``StateStore.begin_commit``.
 
-    Built by :meth:`RocksPendingLabels.freeze`. Nobody changes it until the commit ends or is
+    Built by :meth:`RocksExpiringStore.freeze`. Nobody changes it until the commit ends or is
     aborted (new changes go to the live overlay), so :meth:`stage_into` may run in any thread.
 
     Attributes
@@ -279,8 +294,8 @@ class FrozenOverlay:
         batch.put(self.layout.count_key, _U64.pack(self.count))
 
 
-class RocksPendingLabels(PendingLabels):
-    """Pending labels in the checkpoint database, changed through an in-memory overlay.
+class RocksExpiringStore(ExpiringStore):
+    """An expiring store in the checkpoint database, changed through an in-memory overlay.
 
     Reads consult the overlay first, then the committing layer (while a commit is in flight),
     then the database. Writes (``put``, ``delete``, ``expire``) only change the overlay.
@@ -290,7 +305,7 @@ class RocksPendingLabels(PendingLabels):
     (:meth:`unfreeze`). Closing the store without a commit discards the overlay and the
     committing layer, exactly as a crash would.
 
-    Do not construct this yourself; use ``StateStore.pending``.
+    Do not construct this yourself; use ``StateStore.pending`` or ``StateStore.learned``.
 
     Parameters
     ----------
@@ -327,7 +342,7 @@ class RocksPendingLabels(PendingLabels):
         self._committed_count = self._read_committed_count()
         self._count = self._committed_count
 
-    # -- PendingLabels -------------------------------------------------------------------------
+    # -- ExpiringStore -------------------------------------------------------------------------
 
     def get(self, event_id: str) -> bytes | None:
         entry = self._current(_checked_id(event_id))
@@ -590,4 +605,5 @@ class RocksPendingLabels(PendingLabels):
                 f"cannot {operation} {self.layout.name}: the state store was opened read-only "
                 f"(as `riverbed status` does); open it read-write to change it"
             )
+
 

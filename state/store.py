@@ -9,7 +9,7 @@ A checkpoint is what riverbed restarts from. It holds
   partition, counts, metrics, fingerprints, times, ...), stored with its ``"seq"``;
 * ``model_blob``: the sealed model bytes (see :mod:`state.sealed`; the caller seals and
   unseals), stored under its own key;
-* the pending labels and the learned ids (two :class:`~state.pending.RocksPendingLabels`) as
+* the pending labels and the learned ids (two :class:`~state.pending.RocksExpiringStore`) as
   of that checkpoint.
 
 Between checkpoints, every change to the pending labels and learned ids stays in an in-memory
@@ -143,6 +143,7 @@ names the damaged file and says to move the directory aside (the file copies in
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import json
 import logging
@@ -154,7 +155,7 @@ import re
 import struct
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Iterator
 
@@ -176,8 +177,9 @@ from state.pending import (
     LEARNED_LAYOUT,
     PENDING_LAYOUT,
     FrozenOverlay,
+    LearnedIds,
     PendingLabels,
-    RocksPendingLabels,
+    RocksExpiringStore,
 )
 
 FORMAT_KEY: Final = b"meta/format"
@@ -219,6 +221,24 @@ class Checkpoint:
     size_bytes: int
     copy: str = "rocksdb"
     damage: tuple[str, ...] = ()
+
+
+class CommitState(enum.Enum):
+    """Where a :class:`PendingCommit` is in the two-phase commit.
+
+    ``BEGUN`` -> ``WRITING`` -> ``WRITTEN`` | ``FAILED`` (a failed write may be retried); then
+    ``ENDED`` (``end_commit``), ``ABORTED`` (``abort_commit``), or, when the store was closed
+    first, ``CLOSED`` (it was written) or ``DISCARDED`` (it was not).
+    """
+
+    BEGUN = "begun"
+    WRITING = "writing"
+    WRITTEN = "written"
+    FAILED = "failed"
+    ENDED = "ended"
+    ABORTED = "aborted"
+    CLOSED = "closed"
+    DISCARDED = "discarded"
 
 
 class PendingCommit:
@@ -263,9 +283,7 @@ class PendingCommit:
         self._pruned = pruned
         self._layers = layers
         self._lock = threading.Lock()  # held by write(); close() waits on it
-        # "begun" -> "writing" -> "written" | "failed" ("failed" may write again); then "ended",
-        # "aborted", or, when the store was closed, "closed" (written) or "discarded" (not).
-        self._state = "begun"
+        self._state = CommitState.BEGUN
 
     def write(self) -> None:
         """Write the checkpoint batch (synced). May run in any thread; again only after a failure.
@@ -281,9 +299,9 @@ class PendingCommit:
             successful write, or after the commit ended, was aborted or the store was closed.
         """
         with self._lock:
-            if self._state not in ("begun", "failed"):
+            if self._state not in (CommitState.BEGUN, CommitState.FAILED):
                 raise StateError(self._not_writable())
-            self._state = "writing"
+            self._state = CommitState.WRITING
             written = False
             unpublished = None
             try:
@@ -298,7 +316,7 @@ class PendingCommit:
                 self._note_failure()
                 raise self._write_error(exc) from exc
             finally:
-                self._state = "written" if written else "failed"
+                self._state = CommitState.WRITTEN if written else CommitState.FAILED
             self._publish(unpublished)
 
     def _batch(self) -> rocksdict.WriteBatch:
@@ -345,20 +363,20 @@ class PendingCommit:
     @property
     def written(self) -> bool:
         """Whether :meth:`write` succeeded (the checkpoint is durable)."""
-        return self._state in ("written", "ended", "closed")
+        return self._state in (CommitState.WRITTEN, CommitState.ENDED, CommitState.CLOSED)
 
     def __repr__(self) -> str:
-        return f"PendingCommit(seq={self.seq}, {self._state})"
+        return f"PendingCommit(seq={self.seq}, {self._state.value})"
 
     def _not_writable(self) -> str:
         what = f"checkpoint {self.seq} to {self._path}"
-        if self._state in ("written", "ended"):
+        if self._state in (CommitState.WRITTEN, CommitState.ENDED):
             return f"cannot write {what}: it was already written; call end_commit"
-        if self._state == "closed":
+        if self._state is CommitState.CLOSED:
             return f"cannot write {what}: it was already written (the store is closed since)"
-        if self._state == "writing":
+        if self._state is CommitState.WRITING:
             return f"cannot write {what}: write() is already running in another thread"
-        if self._state == "aborted":
+        if self._state is CommitState.ABORTED:
             return f"cannot write {what}: its commit was aborted; begin a new commit"
         return (
             f"cannot write {what}: the state store was closed before it was written, so it "
@@ -407,7 +425,7 @@ class StateStore:
         The overlay-backed pending labels (see :mod:`state.pending`). Changes become durable
         with the next :meth:`commit`; reads always reflect the *newest* state, whichever
         checkpoint the caller loads its model from.
-    learned : PendingLabels
+    learned : LearnedIds
         Same semantics, separate keys: ids whose label was learned (values are typically
         ``b""``), kept until they expire, to recognise duplicate labels.
     damage : list of str
@@ -436,7 +454,7 @@ class StateStore:
     """
 
     pending: PendingLabels
-    learned: PendingLabels
+    learned: LearnedIds
 
     def __init__(
         self, path: str | os.PathLike[str], *, keep: int = 3, read_only: bool = False
@@ -455,10 +473,10 @@ class StateStore:
         try:
             with self._storage_errors_at_open():
                 self._check_format()
-                self._pending = RocksPendingLabels(
+                self._pending = RocksExpiringStore(
                     self._db, read_only=read_only, layout=PENDING_LAYOUT
                 )
-                self._learned = RocksPendingLabels(
+                self._learned = RocksExpiringStore(
                     self._db, read_only=read_only, layout=LEARNED_LAYOUT
                 )
                 self._scan_checkpoints()
@@ -594,7 +612,7 @@ class StateStore:
             has not succeeded (still running, failed, or never called).
         """
         with self._settling(pending_commit, "end"):
-            if pending_commit._state != "written":
+            if pending_commit._state is not CommitState.WRITTEN:
                 raise StateError(
                     f"cannot end checkpoint {pending_commit.seq} of {self.path}: it was not "
                     f"written; call its write() first, or abort_commit if the write failed"
@@ -603,7 +621,7 @@ class StateStore:
             self._learned.mark_committed()
             self._seqs = pending_commit._kept
             self._in_flight = None
-            pending_commit._state = "ended"
+            pending_commit._state = CommitState.ENDED
         return pending_commit._checkpoint()
 
     def abort_commit(self, pending_commit: PendingCommit) -> None:
@@ -620,7 +638,7 @@ class StateStore:
             still running, or it was written (call :meth:`end_commit`).
         """
         with self._settling(pending_commit, "abort"):
-            if pending_commit._state == "written":
+            if pending_commit._state is CommitState.WRITTEN:
                 raise StateError(
                     f"cannot abort checkpoint {pending_commit.seq} of {self.path}: it was "
                     f"already written; call end_commit"
@@ -628,7 +646,7 @@ class StateStore:
             self._pending.unfreeze()
             self._learned.unfreeze()
             self._in_flight = None
-            pending_commit._state = "aborted"
+            pending_commit._state = CommitState.ABORTED
 
     @property
     def commit_in_flight(self) -> PendingCommit | None:
@@ -773,8 +791,8 @@ class StateStore:
         pending_commit, self._in_flight = self._in_flight, None
         if pending_commit is not None:
             with pending_commit._lock:  # waits for a write() running in another thread
-                written = pending_commit._state == "written"
-                pending_commit._state = "closed" if written else "discarded"
+                written = pending_commit._state is CommitState.WRITTEN
+                pending_commit._state = CommitState.CLOSED if written else CommitState.DISCARDED
         self._pending.discard_overlay()
         self._learned.discard_overlay()
         try:

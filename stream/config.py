@@ -34,102 +34,43 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stream.errors import ConfigError
+from stream.settings import (
+    SECTIONS,
+    BrokerSettings,
+    ChallengerSettings,
+    CodecSettings,
+    DriftSettings,
+    FeatureSettings,
+    HttpSettings,
+    KafkaSettings,
+    LabelSettings,
+    LogSettings,
+    MetricsSettings,
+    ModelSettings,
+    OutputSettings,
+    ProcessorSettings,
+    StateSettings,
+    TopicSettings,
+    defaults,
+)
 
 ENV_PREFIX = "RIVERBED_"
 CONFIG_ENV = "RIVERBED_CONFIG"
 MODEL_KEY_ENV = "RIVERBED_MODEL_KEY"
-NOT_SETTINGS = frozenset({CONFIG_ENV, MODEL_KEY_ENV})
-"""``RIVERBED_*`` variables that are not config overrides: the config path and the model's HMAC
-key (a secret, read from the environment only and never part of the config)."""
+SASL_PASSWORD_ENV = "RIVERBED_KAFKA_SASL_PASSWORD"
+NOT_SETTINGS = frozenset({CONFIG_ENV, MODEL_KEY_ENV, SASL_PASSWORD_ENV})
+"""``RIVERBED_*`` variables that are not config overrides: the config path, the model's HMAC
+key and the Kafka SASL password (secrets, read from the environment only and never part of the
+config)."""
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "kafka": {
-        "bootstrap_servers": "",
-        "group_id": "riverbed",
-        "client_id": "riverbed",
-        "partitions": 1,
-        "request_timeout_s": 30.0,
-    },
-    "broker": {
-        "port": 9092,
-        "controller_port": 9093,
-        "dir": "",
-        "kafka_version": "4.1.1",
-        "heap_mb": 768,
-        "start_timeout_s": 120.0,
-    },
-    "topics": {
-        "events": "events",
-        "labels": "labels",
-        "predictions": "predictions",
-        "deadletter": "deadletter",
-    },
-    "codec": {
-        "output": "msgpack",
-        "max_message_bytes": 1_048_576,
-    },
-    "model": {
-        "name": "",
-        "preset": "logreg",
-        "task": "binary",
-        "metrics": [],
-        "window": 1000,
-        "positive_label": "",
-        "negative_label": "",
-    },
-    "drift": {
-        "detector": "adwin",
-        "input_detector": "adwin",
-        "max_features": 10,
-        "error_action": "alert",
-        "score_action": "alert",
-        "feature_action": "alert",
-    },
-    "challengers": {
-        "publish": False,
-        "metric": "",
-        "margin": 0.02,
-        "min_labels": 500,
-        "models": [],
-    },
-    "labels": {
-        "ttl_s": 604_800.0,
-        "request_budget": 0,
-        "request_window_s": 86_400.0,
-        "request_strategy": "entropy",
-        "request_topic": "label-requests",
-    },
-    "features": {
-        "transform": "",
-    },
-    "state": {
-        "dir": "riverbed-state",
-        "checkpoint_interval_s": 5.0,
-        "keep": 3,
-    },
-    "processor": {
-        "max_batch": 2000,
-        "poll_timeout_ms": 100,
-        "max_wait_ms": 500,
-    },
-    "metrics": {
-        "enabled": True,
-        "host": "127.0.0.1",
-        "port": 9108,
-    },
-    "http": {
-        "enabled": True,
-        "host": "127.0.0.1",
-        "port": 8080,
-        "ready_lag": 1000,
-    },
-    "log": {
-        "level": "INFO",
-    },
-}
+DEFAULTS: dict[str, dict[str, Any]] = defaults()
+"""Every key and its default, by section (derived from the dataclasses of :mod:`stream.settings`)."""
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("kafka", "security_protocol"): ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    ("broker", "security"): ("plaintext", "sasl_ssl"),
     ("codec", "output"): ("msgpack", "json"),
+    ("output", "guarantee"): ("exactly_once", "at_least_once"),
     ("model", "task"): ("binary", "multiclass", "regression"),
     ("log", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("labels", "request_strategy"): ("entropy", "margin", "random"),
@@ -168,6 +109,8 @@ NON_NEGATIVE = {
     ("processor", "max_batch"),
     ("processor", "poll_timeout_ms"),
     ("processor", "max_wait_ms"),
+    ("processor", "max_buffered_records"),
+    ("output", "transaction_interval_ms"),
     ("metrics", "port"),
     ("labels", "request_budget"),
     ("labels", "request_window_s"),
@@ -180,36 +123,39 @@ NON_NEGATIVE = {
 }
 
 
-class Section:
-    """Read-only attribute access to one ``[section]`` of the config."""
-
-    def __init__(self, name: str, values: Mapping[str, Any]):
-        object.__setattr__(self, "_name", name)
-        object.__setattr__(self, "_values", dict(values))
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self._values[key]
-        except KeyError:
-            raise AttributeError(f"[{self._name}] has no key {key!r}") from None
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        raise AttributeError("config sections are read-only; use Config.replace()")
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
-
-
 class Config:
-    """The validated configuration, one :class:`Section` per TOML table."""
+    """The validated configuration: one frozen dataclass of :mod:`stream.settings` per TOML table.
+
+    Build it with :func:`load_config` (or :meth:`replace` on one); the values were checked by then.
+    """
+
+    kafka: KafkaSettings
+    broker: BrokerSettings
+    topics: TopicSettings
+    codec: CodecSettings
+    model: ModelSettings
+    drift: DriftSettings
+    challengers: ChallengerSettings
+    labels: LabelSettings
+    features: FeatureSettings
+    state: StateSettings
+    output: OutputSettings
+    processor: ProcessorSettings
+    metrics: MetricsSettings
+    http: HttpSettings
+    log: LogSettings
 
     def __init__(self, values: Mapping[str, Mapping[str, Any]], source: str = "defaults"):
         self._values = {name: dict(section) for name, section in values.items()}
         self.source = source
-        for name, section in self._values.items():
+        for name, cls in SECTIONS.items():
+            section = self._values[name]
             if name == "model":
                 section = {**section, "metrics": resolve_metrics(section)}
-            setattr(self, name, Section(name, section))
+            setattr(self, name, cls(**section))
+
+    def __repr__(self) -> str:
+        return f"Config(source={self.source!r})"
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self._values)
@@ -220,7 +166,9 @@ class Config:
         for name, changes in sections.items():
             for key, value in changes.items():
                 values.setdefault(name, {})[key] = value
-        return Config(_validate(values, "override"), self.source)
+        validated = _validate(values, "override")
+        _validate_security(validated, "override", env=None)  # the password source is checked when it is read
+        return Config(validated, self.source)
 
     @property
     def metric_names(self) -> list[str]:
@@ -229,15 +177,42 @@ class Config:
 
     @property
     def model_name(self) -> str:
-        return self.model.name or self.model.preset.rsplit(":", 1)[-1]
+        """The champion's name: ``[model] name``, or the last part of its preset (:func:`model_name_of`)."""
+        return model_name_of(self._values["model"])
 
     @property
     def challenger_specs(self) -> list[tuple[str, str]]:
         """``(name, preset)`` of each ``[[challengers.models]]`` entry (name defaults to the preset's)."""
-        return [
-            (entry.get("name") or entry["preset"].rsplit(":", 1)[-1], entry["preset"])
-            for entry in self.challengers.models
-        ]
+        return [(model_name_of(entry), entry["preset"]) for entry in self.challengers.models]
+
+    def topic_names(self) -> list[str]:
+        """Every topic a run with this config reads or writes, in creation order.
+
+        ``[topics]`` events, labels, predictions and deadletter, then ``[labels] request_topic``
+        when ``[labels] request_budget > 0`` (only then does riverbed publish label requests).
+        ``riverbed topics create`` creates exactly these, like ``riverbed run``.
+
+        >>> load_config(None, env={}).topic_names()
+        ['events', 'labels', 'predictions', 'deadletter']
+        >>> load_config(None, env={"RIVERBED_LABELS_REQUEST_BUDGET": "10"}).topic_names()[-1]
+        'label-requests'
+        """
+        t = self.topics
+        names = [t.events, t.labels, t.predictions, t.deadletter]
+        if self.labels.request_budget > 0:
+            names.append(self.labels.request_topic)
+        return names
+
+
+def model_name_of(entry: Mapping[str, Any]) -> str:
+    """The name a ``[model]`` table or ``[[challengers.models]]`` entry goes by.
+
+    Its ``name``, or else the last part of its ``preset`` (the factory of a ``module:factory`` spec).
+
+    >>> model_name_of({"name": "", "preset": "mymodels:fast"}), model_name_of({"name": "b", "preset": "logreg"})
+    ('fast', 'b')
+    """
+    return entry.get("name") or entry["preset"].rsplit(":", 1)[-1]
 
 
 def resolve_metrics(model: Mapping[str, Any]) -> list[str]:
@@ -313,6 +288,11 @@ def _validate(values: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, 
         raise ConfigError(f"{where}: [state] checkpoint_interval_s must be greater than 0")
     if result["state"]["keep"] < 1:
         raise ConfigError(f"{where}: [state] keep must be at least 1")
+    if not 10 <= result["output"]["transaction_interval_ms"] <= 30_000:
+        raise ConfigError(
+            f"{where}: [output] transaction_interval_ms must be between 10 and 30000 "
+            f"(got {result['output']['transaction_interval_ms']}); 100 is a good start"
+        )
     if result["kafka"]["partitions"] < 1:
         raise ConfigError(f"{where}: [kafka] partitions must be at least 1")
     _validate_labels(result["model"], where)
@@ -356,10 +336,9 @@ def _validate_learners(result: dict[str, dict[str, Any]], where: str) -> None:
                           f"({', '.join(metrics)}{defaults}); add it there or leave it empty for the first one")
     if challengers["min_labels"] < 1:
         raise ConfigError(f"{where}: [challengers] min_labels must be at least 1")
-    champion = model["name"] or model["preset"].rsplit(":", 1)[-1]
-    seen = {champion}
+    seen = {model_name_of(model)}
     for index, entry in enumerate(challengers["models"]):
-        name = entry.get("name") or entry["preset"].rsplit(":", 1)[-1]
+        name = model_name_of(entry)
         if "~" in name:
             raise ConfigError(f"{where}: [[challengers.models]] entry {index + 1} name {name!r} must not contain '~' "
                               "(reserved for challengers started by drift)")
@@ -367,6 +346,50 @@ def _validate_learners(result: dict[str, dict[str, Any]], where: str) -> None:
             raise ConfigError(f"{where}: [[challengers.models]] entry {index + 1} is named {name!r} like another model; "
                               "give it a unique name = \"...\"")
         seen.add(name)
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SSL_FILE_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
+def _validate_security(result: Mapping[str, Mapping[str, Any]], where: str, env: Mapping[str, str] | None) -> None:
+    """Cross-key checks of the [kafka] security keys (and [broker] security, which logs in with them).
+
+    The password itself is never part of the config: it comes from ``$RIVERBED_KAFKA_SASL_PASSWORD``
+    or the file named by ``sasl_password_file``; here only its source is checked (not at all when
+    ``env`` is None: :func:`stream.connect.security.read_sasl_password` refuses a missing one).
+    """
+    kafka = result["kafka"]
+    protocol = kafka["security_protocol"]
+    needs_sasl = protocol.startswith("SASL_") or result["broker"]["security"] == "sasl_ssl"
+    mechanism = kafka["sasl_mechanism"]
+    if mechanism and mechanism not in SASL_MECHANISMS:
+        raise ConfigError(f"{where}: [kafka] sasl_mechanism = {mechanism!r} is not one of {', '.join(SASL_MECHANISMS)}")
+    if needs_sasl:
+        why = (f"security_protocol = {protocol!r}" if protocol.startswith("SASL_")
+               else "[broker] security = 'sasl_ssl'")
+        if not mechanism:
+            raise ConfigError(f"{where}: [kafka] {why} needs [kafka] sasl_mechanism ({', '.join(SASL_MECHANISMS)})")
+        if not kafka["sasl_username"]:
+            raise ConfigError(f"{where}: [kafka] {why} needs [kafka] sasl_username")
+        if env is not None and not env.get(SASL_PASSWORD_ENV) and not kafka["sasl_password_file"]:
+            raise ConfigError(f"{where}: [kafka] {why} needs a password: set {SASL_PASSWORD_ENV} or "
+                              "[kafka] sasl_password_file (never the config file itself)")
+    for key in ("sasl_password_file", *SSL_FILE_KEYS):
+        _check_readable(kafka[key], key, where)
+    if kafka["ssl_keyfile"] and not kafka["ssl_certfile"]:
+        raise ConfigError(f"{where}: [kafka] ssl_keyfile is set without ssl_certfile; set the client certificate too")
+
+
+def _check_readable(path: str, key: str, where: str) -> None:
+    """A one-line ConfigError unless ``path`` (when set) is a readable file."""
+    if not path:
+        return
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{where}: [kafka] {key} = {path!r} does not exist or is not a file; fix the path")
+    if not os.access(file, os.R_OK):
+        raise ConfigError(f"{where}: [kafka] {key} = {path!r} is not readable by this user; fix its permissions")
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -426,6 +449,7 @@ def load_config(path: str | os.PathLike | None, env: Mapping[str, str] | None = 
         for section, table in overrides.items():
             merged[section].update(table)
         merged = _validate(merged, "environment")
+    _validate_security(merged, f"{source} + environment" if overrides else source, env)
     return Config(merged, source)
 
 

@@ -28,3 +28,15 @@ class KafkaUnavailableError(RiverbedError):
     """The configured Kafka cluster does not answer."""
 
     exit_code = 1
+
+
+class PortInUseError(RiverbedError):
+    """A server riverbed starts (``/metrics``, the HTTP API) cannot bind its port."""
+
+    exit_code = 1
+
+
+class TopicNotFoundError(RiverbedError):
+    """A topic the command reads from does not exist on the cluster."""
+
+    exit_code = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -72,3 +73,31 @@ def riverbed(*args: str, config: Path | None = None, timeout: float = 300, env: 
     if check and result.returncode != 0:
         raise AssertionError(f"riverbed {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+def spawn_processor(config_file: Path, *args: str, log_level: str = "INFO") -> subprocess.Popen:
+    """``riverbed run`` as a subprocess, returned once its loop consumes; the rest of its stderr is
+    collected in ``proc.captured`` (join ``proc.drain`` after it exited).
+
+    Raises
+    ------
+    AssertionError
+        When the processor exits before it logs that it is consuming.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream", "--config", str(config_file), "--log-level", log_level, "run", *args],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    proc.captured = []  # stderr lines after "consuming", read by a thread so the pipe never fills up
+    for line in proc.stderr:  # wait until the model is restored and the loop starts
+        if "consuming" in line:
+            proc.drain = threading.Thread(target=_drain, args=(proc,), daemon=True)
+            proc.drain.start()
+            return proc
+    raise AssertionError(f"processor exited early with {proc.wait()}")
+
+
+def _drain(proc: subprocess.Popen) -> None:
+    for line in proc.stderr:
+        proc.captured.append(line)

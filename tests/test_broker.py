@@ -76,6 +76,26 @@ def test_doctests():
         assert failures == 0, module.__name__
 
 
+def test_server_properties_sasl_ssl_listener(tmp_path):
+    from stream.connect.security import Secret
+    from stream.devtools.broker import BrokerLogin
+
+    login = BrokerLogin(tmp_path / "tls", "riverbed", Secret("pw-1"))
+    props = parse_properties(render_server_properties(19192, 19193, tmp_path / "data", login))
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:19192,CONTROLLER://127.0.0.1:19193"
+    assert props["advertised.listeners"] == "SASL_SSL://127.0.0.1:19192"
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    assert props["listener.security.protocol.map"] == "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512,PLAIN"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert (props["ssl.keystore.type"], props["ssl.keystore.location"]) == ("PEM", str(tmp_path / "tls" / "server.pem"))
+    assert (props["ssl.truststore.type"], props["ssl.truststore.location"]) == ("PEM", str(tmp_path / "tls" / "ca.pem"))
+    assert props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"] == (
+        'org.apache.kafka.common.security.scram.ScramLoginModule required username="riverbed" password="pw-1";')
+    assert props["listener.name.sasl_ssl.plain.sasl.jaas.config"].endswith('user_riverbed="pw-1";')
+    assert "pw-1" not in repr(login)
+
+
 def test_server_properties_single_node_settings(tmp_path):
     data = tmp_path / "data"
     props = parse_properties(render_server_properties(19092, 19093, data))

@@ -81,8 +81,11 @@ def write_checkpoint(cfg, *, key: bytes | None = None, producer_version: str | N
     from stream.engine.model_bytes import MODEL_FORMAT
     from stream.engine.processor import Processor, build_model_set
 
+    from stream.engine.stream_state import StreamState
+
     processor = Processor(cfg, serve_metrics=False, serve_http=False)
-    processor.models = models = build_model_set(cfg)
+    models = build_model_set(cfg)
+    processor.state = StreamState(models=models, sampler=processor.sampler)
     for i, (x, y) in enumerate(open_dataset("phishing", limit=400).rows):
         models.learn(x, y, models.predict(x, float(i)).record, float(i))
     payload = pickle.dumps({"models": models, "sampler": processor.sampler}, protocol=5)
@@ -107,10 +110,11 @@ def test_checkpoint_meta_computes_no_fingerprints(monkeypatch, tmp_path, test_co
     import learners.model_set
     import learners.online_model
     from stream.engine.processor import Processor, build_model_set
+    from stream.engine.stream_state import StreamState
 
     cfg = model_state_config(test_config, tmp_path)
     processor = Processor(cfg, serve_metrics=False, serve_http=False)
-    processor.models = build_model_set(cfg)
+    processor.state = StreamState(models=build_model_set(cfg))
     processor.store = types.SimpleNamespace(pending={})
     expected = processor.models.models["hoeffding_adaptive"].fingerprint()
     assert processor.checkpoint_meta(fingerprints=True)["models"]["hoeffding_adaptive"]["fingerprint"] == expected
@@ -225,3 +229,29 @@ def test_topics_create_produce_run_tail(tmp_path, test_config, broker_bootstrap)
     restored = load_model_state(ckpt.model_blob)["models"]
     assert status["models"]["logreg"]["fingerprint"] == restored.models["logreg"].fingerprint()
     assert f"fingerprint {restored.models['logreg'].fingerprint()}" in human
+
+
+@pytest.mark.broker
+def test_produce_file_publishes_the_files_ids_times_and_typed_values(tmp_path, test_config, broker_bootstrap):
+    cfg = fresh_config(test_config, broker_bootstrap, tmp_path / "state")
+    config_file = write_config(cfg, tmp_path / "c.toml")
+    data = tmp_path / "clicks.csv"
+    data.write_text("id,ts,returning,price,label\n"
+                    "order-17,1700000000,TRUE,9.5,true\n"
+                    "order-18,2023-11-14T22:13:30Z,false,3,FALSE\n", encoding="utf-8")
+    riverbed("produce", "--file", str(data), "--target", "label", "--format", "json", "--no-progress",
+             config=config_file)
+
+    def tailed(topic):
+        out = riverbed("tail", "--topic", topic, "--limit", "2", config=config_file).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    events, labels = tailed(cfg.topics.events), tailed(cfg.topics.labels)
+    assert [e["key"] for e in events] == ["order-17", "order-18"]
+    assert [e["value"] for e in events] == [
+        {"id": "order-17", "x": {"returning": True, "price": 9.5}, "ts": 1_700_000_000.0},
+        {"id": "order-18", "x": {"returning": False, "price": 3}, "ts": 1_700_000_010.0},
+    ]
+    assert [(lbl["value"]["id"], lbl["value"]["y"]) for lbl in labels] == [("order-17", True), ("order-18", False)]
+    # label delay 0: just after its event, halfway to the next one (the last: --interval-s / 2 after it)
+    assert [lbl["value"]["ts"] for lbl in labels] == [1_700_000_005.0, 1_700_000_010.5]

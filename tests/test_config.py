@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from learners import DEFAULT_METRICS, PRESETS, OnlineModel, build_model
-from stream.config import DEFAULTS, TASK_METRICS, load_config, to_toml
+from stream.config import DEFAULTS, TASK_METRICS, env_overrides, load_config, to_toml
 from stream.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent
@@ -77,9 +77,26 @@ def test_missing_file_and_bad_environment_variable(tmp_path):
 def test_the_model_key_and_config_path_variables_are_not_settings(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[model]\npreset = \"naive_bayes\"\n")
-    cfg = load_config(None, env={"RIVERBED_MODEL_KEY": "s3cret", "RIVERBED_CONFIG": str(path)})
-    assert cfg.model.preset == "naive_bayes"
-    assert "s3cret" not in to_toml(cfg)
+    env = {"RIVERBED_MODEL_KEY": "s3cret", "RIVERBED_KAFKA_SASL_PASSWORD": "pw", "RIVERBED_CONFIG": str(path)}
+    cfg = load_config(None, env=env)
+    assert cfg.model.preset == "naive_bayes" and cfg.source == str(path)
+    assert env_overrides(env) == {}
+
+
+def test_topic_names_are_every_topic_a_run_uses():
+    cfg = load_config(None, env={"RIVERBED_TOPICS_EVENTS": "in"})
+    assert cfg.topic_names() == ["in", "labels", "predictions", "deadletter"]
+    asking = cfg.replace(labels={"request_budget": 5, "request_topic": "ask"})
+    assert asking.topic_names() == ["in", "labels", "predictions", "deadletter", "ask"]
+
+
+def test_a_model_is_named_by_its_name_or_its_presets_last_part():
+    cfg = load_config(None, env={"RIVERBED_MODEL_PRESET": "tests.custom_model:scaled_logreg",
+                                 "RIVERBED_CHALLENGERS_MODELS": '[{preset = "naive_bayes"}, '
+                                                                '{preset = "mod:fast", name = "quick"}]'})
+    assert cfg.model_name == "scaled_logreg"
+    assert cfg.challenger_specs == [("naive_bayes", "naive_bayes"), ("quick", "mod:fast")]
+    assert cfg.replace(model={"name": "champ"}).model_name == "champ"
 
 
 def test_to_toml_round_trips(tmp_path):

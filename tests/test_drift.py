@@ -199,14 +199,14 @@ def test_challenger_overtakes_the_logreg_champion_on_bananas_and_is_promoted():
     # the prediction stream shows the switch from the next event on
     assert {m for m, _, _ in served[:at]} == {"logreg"}
     assert {m for m, _, _ in served[at:]} == {"hoeffding_adaptive"}
-    status = models.status()
-    assert status["serving"] == "hoeffding_adaptive"
-    assert status["models"]["hoeffding_adaptive"]["role"] == "champion"
-    assert status["models"]["logreg"]["role"] == "challenger"
-    assert status["promotions"] == [switches[0].as_dict()]
-    assert set(status["promotions"][0]) >= {"kind", "from", "to", "position", "ts"}
-    assert (status["models"]["hoeffding_adaptive"]["rolling_metrics"]["accuracy"]
-            > status["models"]["logreg"]["rolling_metrics"]["accuracy"])
+    described = models.describe()
+    assert models.serving == "hoeffding_adaptive"
+    assert described["hoeffding_adaptive"]["role"] == "champion"
+    assert described["logreg"]["role"] == "challenger"
+    assert list(models.switch_log) == [switches[0].as_dict()]
+    assert set(models.switch_log[0]) >= {"kind", "from", "to", "position", "ts"}
+    assert (described["hoeffding_adaptive"]["rolling_metrics"]["accuracy"]
+            > described["logreg"]["rolling_metrics"]["accuracy"])
 
 
 class Constant(base.Classifier):
@@ -327,12 +327,12 @@ def test_restores_anywhere_end_with_the_same_fingerprints(action, detector, inpu
         start = cut
     assert restored.fingerprint() == uninterrupted.fingerprint()
     assert restored.describe() == uninterrupted.describe()
-    assert restored.status()["drift"] == uninterrupted.status()["drift"]
-    assert restored.status()["promotions"] == uninterrupted.status()["promotions"]
-    assert uninterrupted.status()["drift"], "the run should exercise drift actions"
-    assert uninterrupted.status()["promotions"], "the run should exercise a promotion"
+    assert list(restored.drift_log) == list(uninterrupted.drift_log)
+    assert list(restored.switch_log) == list(uninterrupted.switch_log)
+    assert uninterrupted.drift_log, "the run should exercise drift actions"
+    assert uninterrupted.switch_log, "the run should exercise a promotion"
     print({n: (m["role"], m["retrains"]) for n, m in uninterrupted.describe().items()},
-          [(d["signal"], d["action"]) for d in uninterrupted.status()["drift"]])
+          [(d["signal"], d["action"]) for d in uninterrupted.drift_log])
 
 
 def test_reconfigure_adds_and_removes_challengers_and_is_a_no_op_when_nothing_changed():
@@ -399,24 +399,3 @@ def test_challengers_config_from_file_and_environment(tmp_path):
     env = load_config(None, env={"RIVERBED_CHALLENGERS_MODELS": '[{preset = "naive_bayes"}]'})
     assert env.challenger_specs == [("naive_bayes", "naive_bayes")]
 
-
-def test_a_model_set_pickled_before_drift_and_challengers_restores_and_reconfigures():
-    models = ModelSet.single("logreg", build_model("logreg", "binary"), "binary", ["accuracy"])
-    state = pickle.dumps(models)
-    old = pickle.loads(state)
-    lacked = {  # what the foundation's versions did not have
-        old: ("configured", "drift", "error_monitors", "background", "inputs", "promotion", "streaks",
-              "predecessor", "spawned", "n_spawned", "events_seen", "drift_log", "switch_log", "task",
-              "_bigger_is_better"),
-        old.serving_model: ("retrains",),
-        old.serving_model.evaluation: ("window", "rolling"),
-    }
-    for obj, keys in lacked.items():
-        for key in keys:
-            del obj.__dict__[key]
-    restored = pickle.loads(pickle.dumps(old))
-    changes = restored.reconfigure({}, window=100, drift=DriftSettings(), promotion=PromotionPolicy("accuracy"))
-    assert changes and restored.status()["drift"] == [] and restored.serving_model.retrains == 0
-    rows = rows_of("phishing")[:50]
-    replay(restored, rows)
-    assert restored.describe()["logreg"]["rolling_metrics"]["accuracy"] > 0

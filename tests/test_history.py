@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgpack
 
-from stream.engine.history import MetricsHistory, model_snapshot, rolling_values
+from stream.engine.history import MetricsHistory, model_snapshot
 
 
 def fill(history: MetricsHistory, start: int, stop: int) -> None:
@@ -40,15 +40,13 @@ def test_model_snapshot_reads_cumulative_and_rolling_metrics():
     from learners import build_model
     from learners.online_model import OnlineModel
 
-    model = OnlineModel("logreg", build_model("logreg", "binary"), "binary", ["accuracy"])
-    y_pred, proba = model.predict({"a": 1.0})
-    model.learn({"a": 1.0}, True, y_pred, proba)
-    snapshot = model_snapshot(model)
-    assert set(snapshot) == {"metrics", "rolling_metrics"}
-    assert set(snapshot["metrics"]) == {"accuracy"}
-    assert snapshot["rolling_metrics"] == rolling_values(model)
-
-    class Bare:  # a model without any rolling evaluation
-        pass
-
-    assert rolling_values(Bare()) == {}
+    for window, rolling_names in ((2, {"accuracy"}), (None, set())):
+        model = OnlineModel("logreg", build_model("logreg", "binary"), "binary", ["accuracy"], window=window)
+        for y in (False, True, True):
+            y_pred, proba = model.predict({"a": 1.0})
+            model.learn({"a": 1.0}, y, y_pred, proba)
+        snapshot = model_snapshot(model)
+        evaluation = model.evaluation
+        assert snapshot == {"metrics": evaluation.values(), "rolling_metrics": evaluation.rolling_values()}
+        assert snapshot["metrics"]["accuracy"] is not None
+        assert set(snapshot["rolling_metrics"]) == rolling_names

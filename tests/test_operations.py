@@ -438,18 +438,12 @@ def test_prometheus_has_the_model_metric_series(live):
     prometheus = _prometheus(live)
     series = prometheus.query("riverbed_model_metric")
     labels = [{k: v for k, v in s["metric"].items() if k not in ("__name__", "job", "instance")} for s in series]
-    windows = {lab.get("window") for lab in labels}
-    if windows == {None}:  # before rolling metrics: one series per metric
-        expected = {("logreg", m, None) for m in METRICS}
-    else:
-        expected = {("logreg", m, w) for m in METRICS for w in ("cumulative", "rolling")}
+    expected = {("logreg", m, w) for m in METRICS for w in ("cumulative", "rolling")}
     assert {(lab["model"], lab["metric"], lab.get("window")) for lab in labels} == expected
 
 
 def test_prometheus_sees_drift_detections(live):
     prometheus = _prometheus(live)
-    if not hasattr(live["processor"].metrics, "drift_detections"):
-        pytest.skip("needs drift detection (issue 3)")
     assert live["processor"].models.drift_log, "the replay's concept change was not detected"
     result = wait_for(lambda: prometheus.query("increase(riverbed_drift_detections_total[5m]) > 0"), 15,
                       "a drift detection in Prometheus")

@@ -364,6 +364,105 @@ def test_cells_and_tasks():
     assert infer_task([]) is None
 
 
+def test_csv_booleans_are_parsed_case_insensitively_and_numbers_stay_numbers():
+    assert [parse_cell(c) for c in ["true", "FALSE", " True ", "0", "1", "yes", "t"]] == [
+        True, False, True, 0, 1, "yes", "t",
+    ]
+
+
+def test_csv_id_and_ts_columns_are_ids_and_times_not_features(tmp_path):
+    path = write(tmp_path, "d.csv", "id,ts,flag,a,label\nu-7,1700000000,TRUE,1.5,true\n"
+                                    "u-8,2023-11-14T22:13:21Z,false,2,False\n")
+    samples = open_file(path, target="label")
+    assert list(samples.rows) == [({"flag": True, "a": 1.5}, True), ({"flag": False, "a": 2}, False)]
+    assert list(samples.stamps) == [("u-7", 1_700_000_000.0), ("u-8", 1_700_000_001.0)]
+    assert (samples.has_ids, samples.has_times, samples.task) == (True, True, "binary")
+
+
+def test_id_and_ts_columns_can_be_named_or_switched_off(tmp_path):
+    path = write(tmp_path, "d.csv", "key,when,id,ts,label\n17,5.5,x,9,1\n")
+    named = open_file(path, target="label", id_column="key", ts_column="when")
+    assert list(named.stamps) == [("17", 5.5)]
+    assert list(named.rows) == [({"id": "x", "ts": 9}, 1)]  # other columns are ordinary features
+    off = open_file(path, target="label", id_column="", ts_column="")
+    assert list(off.stamps) == [(None, None)] and not off.has_ids and not off.has_times
+    assert list(off.rows) == [({"key": 17, "when": 5.5, "id": "x", "ts": 9}, 1)]
+    with pytest.raises(RiverbedError, match="no id column 'nope'"):
+        open_file(path, target="label", id_column="nope")
+
+
+def test_rows_without_their_id_or_a_bad_time_are_one_clear_line(tmp_path):
+    with pytest.raises(RiverbedError, match=r"d\.csv:3: no id in column 'id'"):
+        open_file(write(tmp_path, "d.csv", "id,a,y\nu1,1,a\n,2,b\n"), target="y")
+    with pytest.raises(RiverbedError, match=r"t\.csv:2: event time 'soon' is neither"):
+        open_file(write(tmp_path, "t.csv", "ts,a,y\nsoon,1,a\n"), target="y")
+
+
+def test_jsonl_keeps_its_types_and_reads_ids_and_times(tmp_path):
+    lines = [{"id": 7, "ts": 1_700_000_000.25, "flag": True, "n": 1, "s": "true", "y": 0},
+             {"id": "b", "ts": "2023-11-14T22:13:21+00:00", "n": 2.5, "y": "true"}]
+    samples = open_file(write(tmp_path, "d.jsonl", "\n".join(json.dumps(line) for line in lines)), target="y")
+    assert list(samples.rows) == [({"flag": True, "n": 1, "s": "true"}, 0), ({"n": 2.5}, "true")]
+    assert type(list(samples.rows)[0][1]) is int
+    assert list(samples.stamps) == [("7", 1_700_000_000.25), ("b", 1_700_000_001.0)]
+
+
+def test_schedule_uses_the_files_ids_and_times():
+    rows = [({"a": 1}, True), ({"a": 2}, False), ({"a": 3}, True)]
+    stamps = [("u1", 100.0), ("u2", 104.0), ("u3", 110.0)]
+    records = list(schedule(rows, label_delay=1, stamps=stamps, interval_s=2.0))
+    assert [(r.kind, r.id, r.ts) for r in records] == [
+        ("event", "u1", 100.0), ("label", "u1", 102.0), ("event", "u2", 104.0),
+        ("label", "u2", 107.0), ("event", "u3", 110.0), ("label", "u3", 111.0),
+    ]
+    assert records[0].value == {"id": "u1", "x": {"a": 1}, "ts": 100.0}
+
+
+def test_schedule_without_stamps_is_unchanged_by_none_stamps():
+    rows = [({"a": i}, i % 2 == 0) for i in range(20)]
+    assert list(schedule(rows, label_delay=3, stamps=[(None, None)] * 20)) == list(schedule(rows, label_delay=3))
+
+
+def test_replay_freezes_the_heap_only_while_it_sends():
+    import gc
+
+    from stream.devtools.replay import _frozen_heap
+
+    frozen_by_others = gc.get_freeze_count()
+    gc.unfreeze()  # start from a heap nobody froze
+    try:
+        with _frozen_heap():
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() == 0
+        gc.freeze()  # frozen by someone else (a processor's tune_gc): replay leaves it frozen
+        frozen = gc.get_freeze_count()
+        with _frozen_heap():
+            pass
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        if frozen_by_others:
+            gc.freeze()
+        else:
+            gc.unfreeze()
+
+
+def test_in_flight_window_waits_for_the_message_sent_limit_messages_earlier():
+    from stream.devtools.replay import _InFlightWindow
+
+    class Sent:
+        def __init__(self, n):
+            self.n, self.waited = n, False
+
+        def get(self):
+            self.waited = True
+
+    window = _InFlightWindow(limit=4, every=2)
+    sent = [Sent(n) for n in range(1, 11)]
+    for future in sent:
+        window.sent(future)
+    assert [f.n for f in sent if f.waited] == [2, 4, 6]  # marks at 2, 4, ...; two kept, older ones awaited
+
+
 def test_encoders():
     value = {"id": "e-1", "x": {"a": 1.5, "b": "s", "c": True}, "ts": START}
     assert msgpack.unpackb(encoder("msgpack")(value)) == value

@@ -115,6 +115,7 @@ def _reader_config(cfg, tmp_path: Path, name: str):
     return cfg.replace(
         topics={"predictions": cfg.topics.predictions + f"-{name}", "deadletter": cfg.topics.deadletter + f"-{name}"},
         state={"dir": str(tmp_path / f"state-{name}")},
+        kafka={"group_id": f"{cfg.kafka.group_id}-{name}"},  # its own committed output offsets
     )
 
 

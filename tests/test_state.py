@@ -25,10 +25,10 @@ from state import (
     DiskFullError,
     CorruptStateError,
     IncompatibleStateError,
-    MemoryPendingLabels,
+    MemoryExpiringStore,
     MissingStateError,
     PendingCommit,
-    PendingLabels,
+    ExpiringStore,
     StateError,
     StateLockedError,
     StateStore,
@@ -71,7 +71,7 @@ def start_child(code: str, *args: str) -> subprocess.Popen[str]:
 
 
 class PendingHarness:
-    """One PendingLabels implementation plus the commit/reopen moves that apply to it.
+    """One ExpiringStore implementation plus the commit/reopen moves that apply to it.
 
     ``kind`` is ``"memory"``, ``"rocksdb"`` (``StateStore.pending``) or ``"rocksdb-learned"``
     (``StateStore.learned``: same class, other keys).
@@ -82,12 +82,12 @@ class PendingHarness:
         self.path = path
         self.store: StateStore | None = None
         if kind == "memory":
-            self.labels: PendingLabels = MemoryPendingLabels()
+            self.labels: ExpiringStore = MemoryExpiringStore()
         else:
             self.store = StateStore(path)
             self.labels = self._labels_of(self.store)
 
-    def _labels_of(self, store: StateStore) -> PendingLabels:
+    def _labels_of(self, store: StateStore) -> ExpiringStore:
         return store.learned if self.kind == "rocksdb-learned" else store.pending
 
     def commit(self) -> None:
@@ -119,7 +119,7 @@ def store_path(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "state"
 
 
-# Changes applied to a PendingLabels and to a plain dict reference at once.
+# Changes applied to an ExpiringStore and to a plain dict reference at once.
 Reference = dict  # event id -> (ts, value)
 
 
@@ -141,7 +141,7 @@ def expire_both(labels, reference: Reference, before: float) -> None:
         del reference[k]
 
 
-# -- PendingLabels contract (both implementations) -------------------------------------------
+# -- ExpiringStore contract (both implementations) -------------------------------------------
 
 
 def test_get_missing_is_none(pending: PendingHarness) -> None:
@@ -705,13 +705,21 @@ def test_open_errors_are_translated(store_path: pathlib.Path) -> None:
 
 
 def test_state_errors_are_operator_errors() -> None:
-    for cls in (StateError, CorruptStateError, IncompatibleStateError, StateLockedError):
-        assert cls.exit_code == 2
-        assert issubclass(cls, StateError)
-    err = StateLockedError("/var/lib/riverbed", "lock hold")
-    clone = pickle.loads(pickle.dumps(err))
-    assert str(clone) == str(err)
-    assert clone.path == "/var/lib/riverbed"
+    """Every state error is a one-line StateError (exit code 2) that survives pickling intact."""
+    errors = [
+        CorruptStateError("damaged"),
+        IncompatibleStateError("foreign"),
+        MissingStateError("missing"),
+        DiskFullError("full"),
+        StateLockedError("/var/lib/riverbed", "lock hold"),
+        CheckpointUnreadable("/var/lib/riverbed", 3, ("its meta does not decode",)),
+    ]
+    for err in errors:
+        assert isinstance(err, StateError) and err.exit_code == 2, type(err)
+        clone = pickle.loads(pickle.dumps(err))
+        assert type(clone) is type(err) and str(clone) == str(err) and "\n" not in str(err)
+    assert pickle.loads(pickle.dumps(errors[4])).path == "/var/lib/riverbed"
+    assert pickle.loads(pickle.dumps(errors[5])).seq == 3
 
 
 # -- sealed model bytes ----------------------------------------------------------------------
@@ -871,9 +879,9 @@ def test_package_exports() -> None:
     assert set(state.__all__) >= {
         "StateStore",
         "Checkpoint",
-        "PendingLabels",
-        "MemoryPendingLabels",
-        "RocksPendingLabels",
+        "ExpiringStore",
+        "MemoryExpiringStore",
+        "RocksExpiringStore",
         "MissingStateError",
         "seal",
         "unseal",

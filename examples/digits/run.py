@@ -2,7 +2,7 @@
 
 See the package docstring (``examples/digits/__init__.py``) for the story; this module is the
 machinery. Each strategy gets its own topics and state directory and runs the real
-:class:`~stream.engine.processor.Processor` (in a background thread, on its own asyncio loop) and the
+:class:`riverbed.Service` (the processor in a background thread, on its own asyncio loop) and the
 real :class:`~stream.devtools.oracle.Oracle`, day by day:
 
 1. publish the day's images as events (PNG bytes in msgpack), 08:00-20:00 of event time;
@@ -138,58 +138,11 @@ def batch_model_pickle_bytes(images: list[Image]) -> dict[str, int]:
     return sizes
 
 
-class BackgroundProcessor:
-    """A :class:`~stream.engine.processor.Processor` running on its own asyncio loop in a thread."""
-
-    def __init__(self, cfg):
-        from prometheus_client import CollectorRegistry
-
-        from stream.engine.processor import Processor
-
-        self.processor = Processor(cfg, registry=CollectorRegistry(), exit_when_idle=None, serve_metrics=False)
-        self.summary = None
-        self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._main, name="riverbed-processor", daemon=True)
-
-    def _main(self) -> None:
-        async def main():
-            self._loop = asyncio.get_running_loop()
-            return await self.processor.run()
-
-        try:
-            self.summary = asyncio.run(main())
-        except BaseException as exc:  # reported by wait_for / stop
-            self.error = exc
-
-    def start(self) -> "BackgroundProcessor":
-        self._thread.start()
-        return self
-
-    def wait_for(self, condition, what: str, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition(self.processor.counts):
-            if self.error is not None:
-                raise RuntimeError(f"the processor failed: {self.error!r}") from self.error
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the processor did not {what} within {timeout_s:.0f} s: {self.processor.counts}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        while self._loop is None and self.error is None and self._thread.is_alive():
-            time.sleep(0.01)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.processor.stop)
-        self._thread.join(timeout=120)
-        if self.error is not None:
-            raise RuntimeError(f"the processor failed: {self.error!r}") from self.error
-
-
 def strategy_config(base, bootstrap: str, name: str, strategy: str, budget: int, state_dir: Path, run_id: str,
                     preset: str = PRESET):
     prefix = f"digits-{run_id}-{name}"
     return base.replace(
-        kafka={"bootstrap_servers": bootstrap},
+        kafka={"bootstrap_servers": str(bootstrap)},  # a plain string; [kafka] security keys come with base
         topics={t: f"{prefix}-{t}" for t in ("events", "labels", "predictions", "deadletter")},
         labels={
             "request_topic": f"{prefix}-label-requests",
@@ -210,10 +163,12 @@ def run_strategy(base_cfg, bootstrap: str, name: str, days: list, budget: int, w
     """One strategy end to end on the real broker; returns what it predicted and learned."""
     from kafka import KafkaConsumer
 
-    from stream.ops.status import read_status
+    import riverbed
+    from riverbed import read_status
     from stream.engine.codecs import decode_any
     from stream.devtools.oracle import Oracle
     from stream.devtools.replay import EVENT, Record, produce
+    from stream.connect.security import carried_security
     from stream.connect.topics import create_topics
 
     run_id = run_id or uuid.uuid4().hex[:8]
@@ -225,7 +180,7 @@ def run_strategy(base_cfg, bootstrap: str, name: str, days: list, budget: int, w
     create_topics(bootstrap, [t.events, t.labels, t.predictions, t.deadletter, cfg.labels.request_topic], 1)
     truth = {image.id: image.label for day in days for image, _ in day}
     started = time.monotonic()
-    background = BackgroundProcessor(cfg).start()
+    background = riverbed.Service(cfg).start()
     oracle = Oracle(bootstrap, cfg.labels.request_topic, t.labels, truth, delay_s=delay_h * 3600.0)
     requests_per_day = []
     try:
@@ -235,20 +190,21 @@ def run_strategy(base_cfg, bootstrap: str, name: str, days: list, budget: int, w
                        for image, ts in day]
             produce(bootstrap, t, records, progress=False)
             published += len(records)
-            background.wait_for(lambda c: c["events"] + c["invalid"] >= published, "predict the day's images")
+            background.wait_until(lambda c: c["events"] + c["invalid"] >= published, what="predict the day's images")
             before = oracle.counts["labels"]
-            counts = oracle.answer(expect=background.processor.counts["label_requests"])
+            counts = oracle.answer(expect=background.counts["label_requests"])
             requests_per_day.append(counts["labels"] - before)
-            background.wait_for(lambda c: c["labels"] >= counts["labels"], "read the day's labels")
-        background.wait_for(lambda c: c["joined"] + c["unmatched_labels"] >= oracle.counts["labels"],
-                            "learn the last labels")
+            background.wait_until(lambda c: c["labels"] >= counts["labels"], what="read the day's labels")
+        background.wait_until(lambda c: c["joined"] + c["unmatched_labels"] >= oracle.counts["labels"],
+                              what="learn the last labels")
     finally:
         oracle.close()
         background.stop()
     seconds = time.monotonic() - started
 
     predictions = {}
-    consumer = KafkaConsumer(t.predictions, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    consumer = KafkaConsumer(t.predictions, **carried_security(bootstrap), bootstrap_servers=bootstrap,
+                             group_id=None, enable_auto_commit=False, isolation_level="read_committed",
                              auto_offset_reset="earliest", consumer_timeout_ms=3000)
     try:
         for record in consumer:

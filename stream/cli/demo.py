@@ -21,7 +21,7 @@ from stream.ops.status import read_status
 from stream.config import Config
 from stream.devtools.datasets import open_dataset
 from stream.errors import ConfigError
-from stream.engine.processor import Processor
+from stream.engine.processor import Processor, build_model_set
 from stream.devtools.replay import produce, schedule
 from stream.connect.topics import create_topics
 
@@ -37,12 +37,22 @@ def river_reference(dataset: str, limit: int | None, preset: str, task: str, met
 
 
 def run_demo(cfg: Config, *, dataset: str, label_delay: int, limit: int | None) -> int:
+    """Replay ``dataset`` through a fresh riverbed and print the report; returns the exit status.
+
+    The dataset, task and model spec are checked before any broker is started or topic created.
+
+    Raises
+    ------
+    ConfigError, LearnerError
+        When the dataset does not fit ``[model] task``, or the preset, task or a metric is unknown.
+    """
     samples = open_dataset(dataset, limit=limit)
     if samples.task != cfg.model.task and not (samples.task == "binary" and cfg.model.task == "multiclass"):
         raise ConfigError(
             f"dataset {dataset} is a {samples.task} task but [model] task is {cfg.model.task}: "
             "pick another --dataset or set [model] task and preset to match"
         )
+    build_model_set(cfg)  # a bad preset, task or metric is refused before the broker starts
     run_id = time.strftime("%Y%m%d-%H%M%S")
     state_dir = tempfile.mkdtemp(prefix="riverbed-demo-")
     cfg = cfg.replace(
@@ -56,7 +66,7 @@ def run_demo(cfg: Config, *, dataset: str, label_delay: int, limit: int | None) 
     started = time.monotonic()
     bootstrap = ensure_kafka(cfg)
     print(f"  broker     {bootstrap} ready after {time.monotonic() - started:.1f} s", flush=True)
-    create_topics(bootstrap, [t.events, t.labels, t.predictions, t.deadletter], cfg.kafka.partitions)
+    create_topics(bootstrap, cfg.topic_names(), cfg.kafka.partitions)
     records = schedule(samples.rows, label_delay=label_delay, id_prefix=dataset, start_ts=float(int(time.time())))
     published = produce(bootstrap, t, records, total=samples.n, progress=True)
     print(f"  published  {published['events']:,} events and {published['labels']:,} labels to {t.events}, {t.labels}")
@@ -84,6 +94,9 @@ def run_demo(cfg: Config, *, dataset: str, label_delay: int, limit: int | None) 
     print(f"  {'metric':<10} {'riverbed':>12} {'River progressive_val_score':>28}")
     for name, value in model["metrics"].items():
         reference = river_reference(dataset, limit, cfg.model.preset, cfg.model.task, name, label_delay)
+        if value is None:  # no label was scored (e.g. --limit 0)
+            print(f"  {name:<10} {'n/a':>12} {reference:>28.6f}")
+            continue
         verdict = "equal" if abs(value - reference) <= 1e-12 else "DIFFERENT"
         print(f"  {name:<10} {value:>12.6f} {reference:>28.6f}   {verdict}")
     print()

@@ -2,29 +2,47 @@
 
 Every command takes ``--config PATH`` before the subcommand (or ``RIVERBED_CONFIG``). A user
 error prints one line, ``riverbed: error: <what is wrong and what to do>``, and exits non-zero,
-without a traceback.
+without a traceback. Exit codes: 0 success, 1 a broker, port or topic problem (and ``broker
+status`` when nothing answers), 2 a bad argument, config or model spec, 130 interrupted
+(Ctrl-C), 141 stdout closed early (``riverbed status | head``), as for a program that SIGPIPE
+ends.
+
+This module imports nothing heavy (no River, Kafka client or RocksDB) at import time, so that
+``riverbed --help`` answers at once: each command imports what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from typing import Sequence
 
-from learners.errors import LearnerError
-from state.errors import StateError
 from stream import __version__
 from stream.config import Config, load_config
 from stream.errors import ConfigError, RiverbedError
-from stream.ops.status import format_status, newest_checkpoint, read_status
 
 log = logging.getLogger("riverbed")
 
-USER_ERRORS = (RiverbedError, LearnerError, StateError)
+#: Modules whose error classes are user errors too, found in :data:`sys.modules` only once
+#: imported (an error of a module never imported cannot have been raised).
+_USER_ERROR_CLASSES = (("learners.errors", "LearnerError"), ("state.errors", "StateError"))
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a program a closed pipe ends
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """:class:`RiverbedError` and the error classes of the pure packages already imported."""
+    found: list[type[BaseException]] = [RiverbedError]
+    for module_name, class_name in _USER_ERROR_CLASSES:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            found.append(getattr(module, class_name))
+    return tuple(found)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="topic administration")
     topics_sub = topics.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     topics_sub.required = True
-    topics_sub.add_parser("create", help="create the events, labels, predictions and deadletter topics (idempotent)")
+    topics_sub.add_parser(
+        "create", help="create the events, labels, predictions and deadletter topics, and label-requests when "
+        "[labels] request_budget > 0 (idempotent)"
+    )
 
     produce = sub.add_parser("produce", help="replay a dataset as events and delayed labels")
     source = produce.add_mutually_exclusive_group(required=True)
@@ -112,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--interval-s", type=_non_negative_float, default=1.0, metavar="S",
                          help="event time between consecutive events")
     produce.add_argument("--id-prefix", metavar="P", help="event ids are P-0, P-1, … (default: the dataset name)")
+    produce.add_argument("--id-column", metavar="COL",
+                         help="--file: the column of event ids (default: 'id' when present; '' for none)")
+    produce.add_argument("--ts-column", metavar="COL",
+                         help="--file: the column of event times, epoch seconds or ISO 8601 "
+                              "(default: 'ts' when present; '' for none)")
     produce.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     tail = sub.add_parser("tail", help="print decoded messages of a topic as JSON lines")
@@ -146,11 +172,47 @@ def build_parser() -> argparse.ArgumentParser:
     oracle.add_argument("--exit-when-idle", type=_non_negative_float, metavar="S",
                         help="exit once no request arrived for S seconds (default: run until interrupted)")
 
+    _add_model_parsers(sub)
+
     demo = sub.add_parser("demo", help="the embedded default end to end, with a readable report")
     demo.add_argument("--dataset", default="phishing", help="dataset to replay (default: phishing)")
     demo.add_argument("--label-delay", type=_count, default=100, metavar="N", help="label delay in events (default 100)")
     demo.add_argument("--limit", type=_count, metavar="N", help="publish at most N events")
     return parser
+
+
+def _add_model_parsers(sub) -> None:
+    """``model import``, ``model export`` and ``train``: bring your own model (README, "Bring your own model")."""
+    model = sub.add_parser("model", help="bring your own model: import a trained one, export the current one")
+    model_sub = model.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    model_sub.required = True
+    imported = model_sub.add_parser(
+        "import", help="a River or scikit-learn (partial_fit) model from a pickle/joblib file becomes checkpoint 1 "
+        "(unpickling runs the file's code: only import files you trust)")
+    imported.add_argument("path", metavar="PATH", help="the pickle or joblib file")
+    imported.add_argument("--version", dest="start_version", type=_count, metavar="N",
+                          help="labels the model already learned; predictions' version continues from N "
+                               "(default: what the file reliably says, else 0)")
+    imported.add_argument("--features", metavar="A,B,C",
+                          help="scikit-learn: the column order (default: the estimator's feature_names_in_)")
+    imported.add_argument("--replace", action="store_true", help="discard a state dir that already has a checkpoint")
+    exported = model_sub.add_parser("export", help="the current verified model as a plain pickle plus PATH.json")
+    exported.add_argument("--out", required=True, metavar="PATH", help="where to write the pickle")
+    exported.add_argument("--model", metavar="NAME", help="which model (default: the champion)")
+
+    train = sub.add_parser("train", help="learn the configured model from labelled history (no Kafka) into checkpoint 1")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", metavar="NAME", help="a River dataset shipped with River, or sea, agrawal, sea_drift")
+    source.add_argument("--file", metavar="PATH", help="a .csv or .jsonl file, read as `produce --file` reads it (needs --target)")
+    train.add_argument("--target", metavar="COL", help="the label column of --file")
+    train.add_argument("--limit", type=_count, metavar="N", help="learn at most N rows")
+    train.add_argument("--seed", type=int, default=42, help="seed of synthetic datasets")
+    train.add_argument("--drift-at", type=_count, metavar="N", help="sea_drift, sea_shift: row index of the change")
+    train.add_argument("--id-column", metavar="COL", help="--file: the event-id column, not a feature (default: 'id' when present)")
+    train.add_argument("--ts-column", metavar="COL", help="--file: the event-time column, not a feature (default: 'ts' when present)")
+    train.add_argument("--replace", action="store_true", help="discard a state dir that already has a checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(id_prefix=None, start_ts=None)
 
 
 class _TransientCoordinatorErrors(logging.Filter):
@@ -160,13 +222,18 @@ class _TransientCoordinatorErrors(logging.Filter):
         return "GroupCoordinatorNotAvailable" not in record.getMessage()
 
 
+#: kafka-python's and aiokafka's loggers: INFO for every connection, so WARNING unless debugging.
+KAFKA_CLIENT_LOGGERS = ("kafka", "aiokafka")
+
+
 def configure_logging(level: str) -> None:
+    """Log to stderr at ``level``; the Kafka clients only from WARNING (INFO at DEBUG)."""
     logging.basicConfig(
         level=getattr(logging, level),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "kafka"):
+    for noisy in KAFKA_CLIENT_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
     logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_TransientCoordinatorErrors())
 
@@ -174,7 +241,24 @@ def configure_logging(level: str) -> None:
 # -- commands ------------------------------------------------------------------------------
 
 
+def validate_model_spec(cfg: Config) -> None:
+    """Build the model set of ``cfg`` once, so a bad preset, task or metric is refused before
+    any broker is started or topic created.
+
+    Raises
+    ------
+    LearnerError, RiverbedError
+        With a one-line message, for an unknown preset, task, metric or challenger.
+    """
+    from stream.engine.processor import build_model_set
+
+    build_model_set(cfg)
+
+
 def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
+    import asyncio
+
+    validate_model_spec(cfg)
     from stream.engine.processor import Processor
 
     async def main() -> None:
@@ -199,9 +283,10 @@ def cmd_broker(cfg: Config, args: argparse.Namespace) -> int:
             "cluster; unset it to use the embedded local broker"
         )
     if args.action == "status" and cfg.kafka.bootstrap_servers:
+        from stream.connect.bootstrap import resolve_bootstrap
         from stream.connect.topics import cluster_info
 
-        info = cluster_info(cfg.kafka.bootstrap_servers)
+        info = cluster_info(resolve_bootstrap(cfg))
         if info is None:
             print(f"no broker answers on {cfg.kafka.bootstrap_servers}")
             return 1
@@ -230,8 +315,7 @@ def cmd_topics(cfg: Config, args: argparse.Namespace) -> int:
     from stream.connect.topics import create_topics
 
     bootstrap = ensure_kafka(cfg)
-    t = cfg.topics
-    names = [t.events, t.labels, t.predictions, t.deadletter]
+    names = cfg.topic_names()
     created = create_topics(bootstrap, names, cfg.kafka.partitions)
     for name in names:
         print(f"{name}: {'created' if name in created else 'exists'}")
@@ -244,8 +328,28 @@ def _open_source(args: argparse.Namespace):
     if args.file:
         if not args.target:
             raise ConfigError("--file needs --target COL naming the label column")
-        return open_file(args.file, target=args.target, limit=args.limit)
+        samples = open_file(args.file, target=args.target, limit=args.limit,
+                            id_column=args.id_column, ts_column=args.ts_column)
+        _refuse_generated_stamp_options(args, samples)
+        return samples
+    for option in ("id_column", "ts_column"):
+        if getattr(args, option) is not None:
+            raise ConfigError(f"--{option.replace('_', '-')} applies only to --file; leave it out")
     return open_dataset(args.dataset, limit=args.limit, seed=args.seed, drift_at=args.drift_at)
+
+
+def _refuse_generated_stamp_options(args: argparse.Namespace, samples) -> None:
+    """``--id-prefix``/``--start-ts`` would be ignored for a file with its own ids/times: refuse."""
+    if samples.has_ids and args.id_prefix is not None:
+        raise ConfigError(
+            f"{args.file} has its own event ids, so --id-prefix would be ignored; leave it out, "
+            "or pass --id-column '' to number the events"
+        )
+    if samples.has_times and args.start_ts is not None:
+        raise ConfigError(
+            f"{args.file} has its own event times, so --start-ts would be ignored; leave it out, "
+            "or pass --ts-column '' to generate times"
+        )
 
 
 def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
@@ -256,7 +360,7 @@ def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
     samples = _open_source(args)
     bootstrap = ensure_kafka(cfg)
     t = cfg.topics
-    create_topics(bootstrap, [t.events, t.labels, t.predictions, t.deadletter], cfg.kafka.partitions)
+    create_topics(bootstrap, cfg.topic_names(), cfg.kafka.partitions)
     start_ts = args.start_ts if args.start_ts is not None else float(int(time.time()))
     records = schedule(
         samples.rows,
@@ -266,6 +370,7 @@ def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
         start_ts=start_ts,
         interval_s=args.interval_s,
         id_prefix=args.id_prefix or samples.name,
+        stamps=samples.stamps,
     )
     result = produce(bootstrap, t, records, fmt=args.format, total=samples.n, progress=not args.no_progress)
     print(
@@ -276,22 +381,50 @@ def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_tail(cfg: Config, args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer
-
     from stream.connect.bootstrap import resolve_bootstrap
-    from stream.engine.codecs import decode_any
+    from stream.connect.topics import topic_partitions
 
     topic = args.topic or cfg.topics.predictions
-    consumer = KafkaConsumer(
-        bootstrap_servers=resolve_bootstrap(cfg),
-        enable_auto_commit=False,
-        group_id=None,
-        isolation_level="read_committed",
-        auto_offset_reset="latest" if args.from_end else "earliest",
-        consumer_timeout_ms=int(args.idle_timeout * 1000) if args.idle_timeout else float("inf"),
-    )
+    bootstrap = resolve_bootstrap(cfg)
+    partitions = topic_partitions(bootstrap, topic, timeout_s=cfg.kafka.request_timeout_s)
+    with contextlib.closing(_tailed_lines(bootstrap, topic, partitions, args)) as lines:  # consumer closed on any exit
+        for line in lines:
+            print(line, flush=True)
+    return 0
+
+
+def _tailed_lines(bootstrap: str, topic: str, partitions: list[int], args: argparse.Namespace):
+    """The messages of ``topic`` as JSON lines, until ``--limit`` or ``--idle-timeout``.
+
+    Raises
+    ------
+    KafkaUnavailableError
+        When the cluster stops answering while the messages are read.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    from stream.engine.codecs import decode_any
+    from stream.errors import KafkaUnavailableError
+
+    from stream.connect.security import carried_security
+
     try:
-        consumer.subscribe([topic])
+        consumer = KafkaConsumer(
+            **carried_security(bootstrap),
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            isolation_level="read_committed",
+            auto_offset_reset="latest" if args.from_end else "earliest",
+            consumer_timeout_ms=int(args.idle_timeout * 1000) if args.idle_timeout else float("inf"),
+        )
+    except KafkaError as exc:
+        raise KafkaUnavailableError(
+            f"cannot read {topic} from Kafka at {bootstrap} ({exc}); check the broker"
+        ) from exc
+    try:
+        consumer.assign([TopicPartition(topic, partition) for partition in partitions])
         n = 0
         for record in consumer:
             line = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
@@ -299,16 +432,21 @@ def cmd_tail(cfg: Config, args: argparse.Namespace) -> int:
                     "value": decode_any(record.value)}
             if record.headers:
                 line["headers"] = {k: v.decode("utf-8", "replace") for k, v in record.headers}
-            print(json.dumps(line, default=repr), flush=True)
+            yield json.dumps(line, default=repr)
             n += 1
             if args.limit is not None and n >= args.limit:
                 break
+    except KafkaError as exc:
+        raise KafkaUnavailableError(
+            f"reading {topic} from Kafka at {bootstrap} failed ({exc}); check the broker"
+        ) from exc
     finally:
         consumer.close()
-    return 0
 
 
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
+    from stream.ops.status import format_status, read_status
+
     status = read_status(cfg)
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status))
     return 0
@@ -316,6 +454,7 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
 
 def cmd_report(cfg: Config, args: argparse.Namespace) -> int:
     from stream.cli.report import render_report
+    from stream.ops.status import newest_checkpoint
 
     ckpt, _, _ = newest_checkpoint(cfg)
     out = render_report(ckpt.meta, args.out, metrics=args.metric, title=args.title)
@@ -350,6 +489,35 @@ def cmd_oracle(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(cfg: Config, args: argparse.Namespace) -> int:
+    if args.action == "import":
+        from stream.models.importing import import_model, parse_feature_list
+
+        report = import_model(cfg, args.path, version=args.start_version,
+                              features=parse_feature_list(args.features), replace=args.replace)
+        print("\n".join(report.lines()))
+        return 0
+    from stream.models.exporting import export_model
+    from stream.models.model_files import sidecar_path
+
+    described = export_model(cfg, args.out, model=args.model)
+    print(
+        f"wrote {args.out} ({described['size_bytes']} bytes, sha256 {described['sha256']}): {described['role']} "
+        f"{described['name']!r} v{described['version']} of checkpoint {described['checkpoint']}; "
+        f"described in {sidecar_path(args.out)}"
+    )
+    return 0
+
+
+def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
+    from stream.models.training import train_model
+
+    samples = _open_source(args)
+    report = train_model(cfg, samples, replace=args.replace, progress=not args.no_progress)
+    print("\n".join(report.lines()))
+    return 0
+
+
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     from stream.cli.demo import run_demo
 
@@ -366,19 +534,38 @@ COMMANDS = {
     "oracle": cmd_oracle,
     "report": cmd_report,
     "demo": cmd_demo,
+    "model": cmd_model,
+    "train": cmd_train,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``riverbed`` command; returns the exit status (see the module docstring)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         cfg = load_config(args.config)
         configure_logging(args.log_level or cfg.log.level)
-        return COMMANDS[args.command](cfg, args)
-    except USER_ERRORS as exc:
-        print(f"riverbed: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+        status = COMMANDS[args.command](cfg, args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
     except KeyboardInterrupt:
         print("riverbed: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        if not isinstance(exc, user_error_types()):
+            raise
+        print(f"riverbed: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail once more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

@@ -20,7 +20,8 @@ from typing import Iterator
 import kafka.errors as kafka_errors
 from kafka.admin import KafkaAdminClient
 
-from stream.errors import KafkaUnavailableError, RiverbedError
+from stream.connect.security import KafkaSecurityError, carried_security, sasl_refused
+from stream.errors import KafkaUnavailableError, RiverbedError, TopicNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -67,21 +68,25 @@ def _any_server_accepts(bootstrap: str, timeout_s: float) -> bool:
 
 
 @contextlib.contextmanager
-def quiet_kafka_logs(level: int = logging.CRITICAL) -> Iterator[None]:
-    """Raise the ``kafka`` logger's level to ``level`` for a while, then restore it.
+def quiet_kafka_logs(level: int = logging.CRITICAL, loggers: tuple[str, ...] = ("kafka",)) -> Iterator[None]:
+    """Raise the level of the Kafka client ``loggers`` to ``level`` for a while, then restore it.
 
     kafka-python logs every refused connection at ERROR and every connection at INFO; while
     we are merely asking "is anything there?" or creating a topic, those lines are noise.
-    A level the operator set on the ``kafka`` logger explicitly is respected.
+    The admin calls here use kafka-python only, so by default aiokafka's logger (which a
+    running processor may be using at the same time) is left alone. A level the operator set
+    on a logger explicitly is respected.
     """
-    kafka_logger = logging.getLogger("kafka")
-    previous = kafka_logger.level
-    if previous == logging.NOTSET:
-        kafka_logger.setLevel(level)
+    chosen = [logging.getLogger(name) for name in loggers]
+    previous = [client_logger.level for client_logger in chosen]
+    for client_logger, level_before in zip(chosen, previous):
+        if level_before == logging.NOTSET:
+            client_logger.setLevel(level)
     try:
         yield
     finally:
-        kafka_logger.setLevel(previous)
+        for client_logger, level_before in zip(chosen, previous):
+            client_logger.setLevel(level_before)
 
 
 def _discard_half_built(admin: KafkaAdminClient) -> None:
@@ -110,6 +115,7 @@ def _connect(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
             client_id=CLIENT_ID,
             bootstrap_timeout_ms=timeout_ms,
             request_timeout_ms=timeout_ms,
+            **carried_security(bootstrap),
         )
     except BaseException:
         _discard_half_built(admin)
@@ -139,6 +145,8 @@ def admin_client(bootstrap: str, timeout_s: float = 10.0) -> Iterator[KafkaAdmin
     try:
         with quiet_kafka_logs():
             admin = _connect(bootstrap, timeout_s)
+    except kafka_errors.SaslAuthenticationFailedError as exc:
+        raise sasl_refused(bootstrap, carried_security(bootstrap)) from exc
     except kafka_errors.KafkaError as exc:
         raise _unavailable(bootstrap, f"no metadata within {timeout_s:g} s") from exc
     try:
@@ -153,7 +161,8 @@ def cluster_info(bootstrap: str, timeout_s: float = 5.0) -> dict | None:
     """Describe the cluster with a real metadata round trip, or ``None`` if nothing answers.
 
     An open port is not enough: a broker is ready when it answers ``DescribeCluster``.
-    Never raises because the cluster is unreachable or is not Kafka at all.
+    Never raises because the cluster is unreachable or is not Kafka at all; raises
+    :class:`~stream.connect.security.KafkaSecurityError` when it answers but refuses the login.
 
     Returns
     -------
@@ -163,6 +172,8 @@ def cluster_info(bootstrap: str, timeout_s: float = 5.0) -> dict | None:
     try:
         with quiet_kafka_logs(), admin_client(bootstrap, timeout_s) as admin:
             described = admin.describe_cluster()
+    except KafkaSecurityError:
+        raise  # it answers, but refuses this client: not "nothing answers"
     except (KafkaUnavailableError, kafka_errors.KafkaError, OSError) as exc:
         logger.debug("no Kafka answers at %s: %s", bootstrap, exc)
         return None
@@ -266,15 +277,16 @@ def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 10.0) -> lis
     ------
     KafkaUnavailableError
         When the cluster does not answer.
-    RiverbedError
+    TopicNotFoundError
         When the topic does not exist (create it with ``riverbed topics create``).
     """
     with admin_client(bootstrap, timeout_s) as admin:
         (described,) = admin.describe_topics([topic])
     error = kafka_errors.for_code(described["error_code"])
     if error is kafka_errors.UnknownTopicOrPartitionError:
-        raise RiverbedError(
-            f"topic {topic} does not exist; create it with `riverbed topics create`"
+        raise TopicNotFoundError(
+            f"topic {topic} does not exist; create it with `riverbed topics create` or check "
+            f"the topic name (cluster {bootstrap})"
         )
     if error is not kafka_errors.NoError:
         raise RiverbedError(f"cannot describe topic {topic} on {bootstrap}: {error.__name__}")

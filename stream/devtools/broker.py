@@ -19,6 +19,9 @@ files)::
         cluster.id          22 url-safe base64 characters, created once
         data/               log.dirs: topic data and the KRaft metadata log
         format.log          output of the one-time ``kafka.tools.StorageTool format``
+        tls/                ``[broker] security = "sasl_ssl"`` only: ca.pem (give it to clients as
+                            [kafka] ssl_cafile), ca.key, server.pem (key + certificate for
+                            127.0.0.1 and localhost), made once with ``openssl``
         broker.log          stdout + stderr of the broker (the previous run's in broker.log.1)
         broker.pid          pid of the running broker
         start.lock          flock taken while starting, so concurrent starts wait for each other
@@ -33,6 +36,18 @@ time (without it both ``kafka.Kafka`` and ``StorageTool`` die with ``NoClassDefF
 and without ``log4j-core`` as its provider every JVM start prints ``ERROR Log4j API could not
 find a logging provider``. They do not compete with slf4j-simple: log4j-core is not an SLF4J
 binding, so all broker logging goes through slf4j-simple to ``broker.log``.
+
+Security
+--------
+``[broker] security = "plaintext"`` (the default) has one PLAINTEXT listener on ``[broker] port``.
+``"sasl_ssl"`` replaces it with a SASL_SSL listener (SCRAM-SHA-512 and PLAIN; the broker's own
+inter-broker traffic uses it too) with a PEM keystore from ``tls/``; the controller listener stays
+PLAINTEXT on loopback. The one user is ``[kafka] sasl_username`` with the password of
+``$RIVERBED_KAFKA_SASL_PASSWORD`` or ``[kafka] sasl_password_file``: its SCRAM credential is added
+when the storage is formatted (through a ``java @argfile`` of mode 0600, deleted afterwards, so
+the password is in no process's argument list), and the JAAS lines that hold it are in
+``server.properties``, written with mode 0600. A directory formatted without SASL keeps no
+credential: give a sasl_ssl broker its own ``[broker] dir``.
 
 Record timestamps: Kafka 4.x keeps its default ``log.message.timestamp.after.max.ms`` (one
 hour); replayed synthetic event times belong in the payload ``ts``, not the record timestamp.
@@ -57,6 +72,7 @@ from pathlib import Path
 from typing import Iterator
 
 from stream.config import Config
+from stream.connect.security import SecuredBootstrap, Secret, read_sasl_password
 from stream.errors import BrokerError, KafkaUnavailableError
 from stream.connect.topics import cluster_info, port_accepts
 
@@ -139,13 +155,76 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def render_server_properties(port: int, controller_port: int, data_dir: Path) -> str:
-    """``server.properties`` for a single combined broker+controller on loopback."""
+class BrokerLogin:
+    """The SASL_SSL side of a local broker: its TLS files and its one SCRAM/PLAIN user.
+
+    ``repr`` never shows the password.
+    """
+
+    def __init__(self, tls_dir: Path, username: str, password: Secret):
+        self.tls_dir = tls_dir
+        self.username = username
+        self.password = Secret(password)
+
+    def __repr__(self) -> str:
+        return f"BrokerLogin({str(self.tls_dir)!r}, user={self.username!r})"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def keystore_path(self) -> Path:
+        return self.tls_dir / "server.pem"
+
+    def client_settings(self) -> dict:
+        """kafka-python settings that log in to this broker (SCRAM-SHA-512, trusting ``ca.pem``)."""
+        return {"security_protocol": "SASL_SSL", "ssl_cafile": str(self.ca_path), "ssl_check_hostname": True,
+                "sasl_mechanism": SCRAM_MECHANISM, "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password}
+
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+#: Characters a local broker's user name and password may use: they go unquoted into JAAS lines,
+#: the StorageTool's ``--add-scram`` value and a java argument file.
+_LOGIN_CHARACTERS = re.compile(r"[A-Za-z0-9._~+-]+")
+
+
+def _jaas(module: str, login: BrokerLogin, *extra: str) -> str:
+    return (f"org.apache.kafka.common.security.{module} required "
+            f'username="{login.username}" password="{login.password}"{"".join(extra)};')
+
+
+def sasl_ssl_settings(port: int, login: BrokerLogin) -> dict[str, str]:
+    """The listener, TLS and SASL settings of a ``[broker] security = "sasl_ssl"`` broker."""
+    return {
+        "listeners": f"SASL_SSL://{HOST}:{port}",
+        "advertised.listeners": f"SASL_SSL://{HOST}:{port}",
+        "inter.broker.listener.name": "SASL_SSL",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+        "sasl.enabled.mechanisms": f"{SCRAM_MECHANISM},PLAIN",
+        "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(login.keystore_path),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(login.ca_path),
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": _jaas("scram.ScramLoginModule", login),
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": _jaas(
+            "plain.PlainLoginModule", login, f' user_{login.username}="{login.password}"'),
+    }
+
+
+def render_server_properties(port: int, controller_port: int, data_dir: Path,
+                             login: BrokerLogin | None = None) -> str:
+    """``server.properties`` for a single combined broker+controller on loopback.
+
+    With ``login``, the client listener is SASL_SSL (:func:`sasl_ssl_settings`), else PLAINTEXT.
+    """
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port}",
         "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -153,6 +232,9 @@ def render_server_properties(port: int, controller_port: int, data_dir: Path) ->
         "log.dirs": str(data_dir),
         **SINGLE_NODE_SETTINGS,
     }
+    if login is not None:
+        settings.update(sasl_ssl_settings(port, login))
+    settings["listeners"] += f",CONTROLLER://{HOST}:{controller_port}"
     lines = ["# Written by riverbed on every `riverbed broker start`: change the riverbed config,"]
     lines.append("# not this file.")
     lines += [f"{key}={value}" for key, value in settings.items()]
@@ -334,6 +416,68 @@ def check_kafka_version(kafka_version: str) -> None:
         )
 
 
+# -- TLS material -------------------------------------------------------------------------------
+
+OPENSSL_HINT = "install openssl (Debian: apt-get install openssl); the sasl_ssl broker makes its certificates with it"
+CERT_DAYS = 3650
+
+
+def _openssl(*arguments: str, cwd: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise BrokerError(f"openssl not found: {OPENSSL_HINT}")
+    result = subprocess.run([openssl, *arguments], cwd=cwd, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no error printed"])[-1]
+        raise BrokerError(f"openssl {arguments[0]} failed in {cwd} (exit {result.returncode}): {last}")
+
+
+def create_ca(directory: Path, name: str = "riverbed local CA") -> tuple[Path, Path]:
+    """A self-signed CA in ``directory``: ``(ca.pem, ca.key)`` (RSA 2048, key mode 0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+             "-days", str(CERT_DAYS), "-subj", f"/CN={name}",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             cwd=directory)
+    os.chmod(directory / "ca.key", 0o600)
+    return directory / "ca.pem", directory / "ca.key"
+
+
+def create_server_keystore(directory: Path, ca_cert: Path, ca_key: Path) -> Path:
+    """``server.pem`` in ``directory``: a PKCS#8 key and a certificate for 127.0.0.1 and localhost signed
+    by the CA (Kafka's ``ssl.keystore.type=PEM`` reads both from the one file; mode 0600)."""
+    (directory / "server.ext").write_text(
+        f"subjectAltName=IP:{HOST},DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n", encoding="utf-8")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=localhost", cwd=directory)
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+             "-out", "server.crt", "-days", str(CERT_DAYS), "-extfile", "server.ext", cwd=directory)
+    keystore = directory / "server.pem"
+    keystore.touch(mode=0o600)
+    keystore.write_text((directory / "server.key").read_text() + (directory / "server.crt").read_text())
+    for leftover in ("server.key", "server.csr", "server.ext"):
+        (directory / leftover).unlink()
+    return keystore
+
+
+def ensure_tls_material(tls_dir: Path) -> None:
+    """Make the CA and the server keystore of a sasl_ssl broker once (kept across restarts)."""
+    if (tls_dir / "ca.pem").is_file() and (tls_dir / "server.pem").is_file():
+        return
+    ca_cert, ca_key = create_ca(tls_dir)
+    create_server_keystore(tls_dir, ca_cert, ca_key)
+    logger.info("made a CA and a server certificate for %s in %s", HOST, tls_dir)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (mode 0600 from the first byte)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
 # -- installation -------------------------------------------------------------------------------
 
 
@@ -494,6 +638,12 @@ class LocalBroker:
             Path(settings.dir).expanduser().resolve() if settings.dir
             else default_broker_dir(self.port)
         )
+        self.login: BrokerLogin | None = None
+        if settings.security == "sasl_ssl":
+            self.login = BrokerLogin(self.dir / "tls", config.kafka.sasl_username, read_sasl_password(config))
+        # What the broker's own probes connect with: its SASL_SSL login, or nothing.
+        self.probe_bootstrap: str = SecuredBootstrap(
+            self.bootstrap, self.login.client_settings() if self.login else {})
 
     def __repr__(self) -> str:
         return f"LocalBroker({self.bootstrap}, dir={str(self.dir)!r})"
@@ -588,7 +738,7 @@ class LocalBroker:
             ``None`` when the broker answering was not started from this directory, and then
             ``kafka_version`` is ``None`` too (it is unknown).
         """
-        info = cluster_info(self.bootstrap)
+        info = cluster_info(self.probe_bootstrap)
         if info is None:
             return None
         pid = self.running_pid()
@@ -616,7 +766,7 @@ class LocalBroker:
     # -- start, step by step --------------------------------------------------------------------
 
     def _already_answers(self) -> bool:
-        if cluster_info(self.bootstrap, timeout_s=READY_PROBE_TIMEOUT_S) is None:
+        if cluster_info(self.probe_bootstrap, timeout_s=READY_PROBE_TIMEOUT_S) is None:
             return False
         logger.info("Kafka broker already running on %s", self.bootstrap)
         return True
@@ -659,7 +809,7 @@ class LocalBroker:
 
     def _configured_port(self) -> int | None:
         listeners = _read_properties(self.properties_path).get("listeners", "")
-        match = re.search(r"PLAINTEXT://[^,]*:(\d+)", listeners)
+        match = re.search(r"(?:^|,)(?:PLAINTEXT|SASL_SSL)://[^,]*:(\d+)", listeners)
         return int(match.group(1)) if match else None
 
     def _check_ports_free(self) -> None:
@@ -686,12 +836,20 @@ class LocalBroker:
                 "(768 is comfortable)"
             )
         check_kafka_version(self.kafka_version)
+        if self.login is not None:
+            for what, value in (("[kafka] sasl_username", self.login.username),
+                                ("the SASL password", self.login.password)):
+                if not _LOGIN_CHARACTERS.fullmatch(value):
+                    raise BrokerError(f"{what} of the local sasl_ssl broker may use only letters, digits and "
+                                      "._~+- (it goes unquoted into the broker's JAAS settings); choose another")
 
     def _prepare_dir(self, java: str, libs: Path) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.properties_path.write_text(
-            render_server_properties(self.port, self.controller_port, self.data_dir),
-            encoding="utf-8",
+        if self.login is not None:
+            ensure_tls_material(self.login.tls_dir)
+        _write_private(  # mode 0600: with sasl_ssl it holds the JAAS lines with the password
+            self.properties_path,
+            render_server_properties(self.port, self.controller_port, self.data_dir, self.login),
         )
         if not (self.data_dir / "meta.properties").is_file():
             self._format_storage(java, libs)
@@ -706,11 +864,19 @@ class LocalBroker:
 
     def _format_storage(self, java: str, libs: Path) -> None:
         cluster_id = self._cluster_id()
-        command = [
-            java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(self.properties_path), "--ignore-formatted",
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S)
+        arguments = ["kafka.tools.StorageTool", "format",
+                     "-t", cluster_id, "-c", str(self.properties_path), "--ignore-formatted"]
+        if self.login is not None:
+            arguments += ["--add-scram",
+                          f"{SCRAM_MECHANISM}=[name={self.login.username},password={self.login.password}]"]
+        # The arguments go through a java @argfile (mode 0600) so the password is in no argument list.
+        argfile = self.dir / "format.args"
+        _write_private(argfile, "\n".join(arguments) + "\n")
+        try:
+            result = subprocess.run([java, "-cp", f"{libs}/*", f"@{argfile}"],
+                                    capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S)
+        finally:
+            argfile.unlink(missing_ok=True)
         format_log = self.dir / "format.log"
         format_log.write_text(result.stdout + result.stderr, encoding="utf-8")
         if result.returncode != 0:
@@ -746,7 +912,7 @@ class LocalBroker:
                 raise BrokerError(
                     f"Kafka (pid {pid}) exited during start-up; {self._log_excerpt()}"
                 )
-            if cluster_info(self.bootstrap, timeout_s=READY_PROBE_TIMEOUT_S) is not None:
+            if cluster_info(self.probe_bootstrap, timeout_s=READY_PROBE_TIMEOUT_S) is not None:
                 return
             if time.monotonic() >= deadline:
                 self.stop()

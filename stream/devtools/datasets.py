@@ -67,15 +67,35 @@ class Samples:
         How many rows :attr:`rows` yields, when known.
     rows
         The ``(x, y)`` pairs, produced lazily.
+    stamps
+        For a file: one ``(id, ts)`` pair per row, in the same order, each ``None`` when the
+        file has no id (ts) column; pass it to :func:`stream.devtools.replay.schedule`.
+        ``None`` for built-in datasets.
+    has_ids, has_times
+        Whether the file's rows carry their own ids (event times).
     """
 
     name: str
     task: str
     n: int | None
     rows: Iterable[tuple[dict, Any]]
+    stamps: Iterable[tuple[str | None, float | None]] | None = None
+    has_ids: bool = False
+    has_times: bool = False
 
     def __iter__(self) -> Iterator[tuple[dict, Any]]:
         return iter(self.rows)
+
+
+class _Replayable:
+    """Items made fresh by ``factory`` on every iteration, cut at ``limit``."""
+
+    def __init__(self, factory: Callable[[], Iterable[Any]], limit: int | None):
+        self._factory = factory
+        self._limit = limit
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(self._factory(), self._limit)
 
 
 class _ReplayableRows:
@@ -400,16 +420,23 @@ def open_dataset(
 
 _INT = re.compile(r"[+-]?\d+\Z")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)\Z")
+_BOOLEANS = {"true": True, "false": False}
+
+#: The columns :func:`open_file` reads event ids and event times from unless told otherwise.
+DEFAULT_ID_COLUMN = "id"
+DEFAULT_TS_COLUMN = "ts"
 
 
-def parse_cell(cell: str) -> str | int | float | None:
-    """A CSV cell as an ``int``, a ``float`` or the string itself; ``None`` when empty.
+def parse_cell(cell: str) -> str | bool | int | float | None:
+    """A CSV cell as a ``bool``, an ``int``, a ``float`` or the string itself; ``None`` when empty.
 
     Only plain decimal notation counts as a number (``"1_000"``, ``"nan"`` and ``"inf"`` stay
-    strings).
+    strings); ``true`` and ``false`` in any case are booleans (``"0"``, ``"1"``, ``"yes"`` are not).
 
     >>> parse_cell("42"), parse_cell("-1.5e3"), parse_cell("red"), parse_cell("")
     (42, -1500.0, 'red', None)
+    >>> parse_cell("TRUE"), parse_cell(" false "), parse_cell("1")
+    (True, False, 1)
     """
     text = cell.strip()
     if not text:
@@ -418,20 +445,123 @@ def parse_cell(cell: str) -> str | int | float | None:
         return int(text)
     if _FLOAT.match(text):
         return float(text)
+    boolean = _BOOLEANS.get(text.lower())
+    if boolean is not None:
+        return boolean
     return cell
 
 
-def _csv_rows(path: Path, target: str) -> Iterator[tuple[dict, Any]]:
+@dataclass(frozen=True)
+class FileColumns:
+    """Which columns (CSV) or keys (JSONL) of a file hold what; the rest are features.
+
+    Attributes
+    ----------
+    target
+        The label column.
+    id, ts
+        The event-id and event-time columns; ``None`` means "use :data:`DEFAULT_ID_COLUMN`
+        (:data:`DEFAULT_TS_COLUMN`) when the file has it", ``""`` means "the file has none".
+        An explicitly named column must exist.
+    """
+
+    target: str
+    id: str | None = None
+    ts: str | None = None
+
+    def resolve(self, names: Iterable[str], where: str) -> "FileColumns":
+        """The id and ts columns settled against the column ``names`` a file has."""
+        names = set(names)
+        chosen = {}
+        for role, given, default in (("id", self.id, DEFAULT_ID_COLUMN), ("ts", self.ts, DEFAULT_TS_COLUMN)):
+            if given is None:
+                chosen[role] = default if default in names else ""
+            elif given and given not in names:
+                raise RiverbedError(
+                    f"{where}: no {role} column {given!r} (--{role}-column); pass a column the "
+                    f"file has, or '' for none"
+                )
+            else:
+                chosen[role] = given
+        for role in ("id", "ts"):
+            if chosen[role] == self.target:
+                raise RiverbedError(
+                    f"{where}: column {self.target!r} cannot be both the target and the {role}; "
+                    f"pass another --{role}-column, or '' for none"
+                )
+        return FileColumns(self.target, chosen["id"], chosen["ts"])
+
+
+def parse_event_id(value: Any, where: str) -> str:
+    """An event id read from a file: a non-empty string, or an integer written as one.
+
+    >>> parse_event_id(" a-1 ", "f:2"), parse_event_id(17, "f:2")
+    ('a-1', '17')
+    """
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise RiverbedError(f"{where}: event id {value!r} must be a non-empty string or an integer")
+
+
+def parse_event_time(value: Any, where: str) -> float:
+    """An event time read from a file as epoch seconds.
+
+    Numbers (and numeric strings) are epoch seconds; other strings are ISO 8601 times, a naive
+    one read as UTC.
+
+    >>> parse_event_time("1700000000.5", "f:2"), parse_event_time("1970-01-02T00:00:00", "f:2")
+    (1700000000.5, 86400.0)
+    """
+    seconds = value
+    if isinstance(value, str):
+        text = value.strip()
+        if _INT.match(text) or _FLOAT.match(text):
+            seconds = float(text)
+        else:
+            try:
+                return _epoch_seconds(dt.datetime.fromisoformat(text))
+            except ValueError:
+                seconds = None
+    if type(seconds) in (int, float) and math.isfinite(seconds):
+        return float(seconds)
+    raise RiverbedError(
+        f"{where}: event time {value!r} is neither epoch seconds nor an ISO 8601 time; "
+        "fix the value or pass --ts-column ''"
+    )
+
+
+def _stamp(row: dict, columns: FileColumns, where: str) -> tuple[str | None, float | None]:
+    """Pop the id and ts of ``row`` (absent roles give ``None``)."""
+    event_id = event_ts = None
+    for role, column in (("id", columns.id), ("ts", columns.ts)):
+        if not column:
+            continue
+        value = row.pop(column, None)
+        if value is None or value == "":
+            raise RiverbedError(
+                f"{where}: no {role} in column {column!r}; every row needs one (or pass --{role}-column '')"
+            )
+        if role == "id":
+            event_id = parse_event_id(value, where)
+        else:
+            event_ts = parse_event_time(value, where)
+    return event_id, event_ts
+
+
+def _csv_rows(path: Path, columns: FileColumns) -> Iterator[tuple[dict, Any, tuple]]:
     with path.open(newline="", encoding="utf-8-sig") as file:
         reader = csv.reader(file)
         header = next(reader, None)
         if header is None:
             raise RiverbedError(f"{path}: the file is empty; a CSV needs a header row")
-        if target not in header:
+        if columns.target not in header:
             raise RiverbedError(
-                f"{path}: no target column {target!r}; columns are: {', '.join(header)}"
+                f"{path}: no target column {columns.target!r}; columns are: {', '.join(header)}"
             )
-        target_index = header.index(target)
+        columns = columns.resolve(header, str(path))
+        raw = {columns.id, columns.ts} - {""}
         for line, cells in enumerate(reader, start=2):
             if not cells:
                 continue
@@ -439,38 +569,44 @@ def _csv_rows(path: Path, target: str) -> Iterator[tuple[dict, Any]]:
                 raise RiverbedError(
                     f"{path}:{line}: {len(cells)} cells but the header names {len(header)} columns"
                 )
-            x = {}
-            y = None
-            for index, cell in enumerate(cells):
-                value = parse_cell(cell)
-                if index == target_index:
-                    y = value
-                elif value is not None:
-                    x[header[index]] = value
-            yield x, y
+            row = {name: (cell if name in raw else parse_cell(cell)) for name, cell in zip(header, cells)}
+            stamp = _stamp(row, columns, f"{path}:{line}")
+            y = row.pop(columns.target, None)
+            yield {k: v for k, v in row.items() if v is not None}, y, stamp
 
 
 _MISSING = object()
 
 
-def _jsonl_rows(path: Path, target: str) -> Iterator[tuple[dict, Any]]:
+def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
     with path.open(encoding="utf-8-sig") as file:
         for line, text in enumerate(file, start=1):
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise RiverbedError(f"{path}:{line}: not valid JSON ({exc.msg})") from exc
+            except (json.JSONDecodeError, RecursionError) as exc:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise RiverbedError(f"{path}:{line}: not valid JSON ({reason})") from exc
             if not isinstance(obj, dict):
                 raise RiverbedError(f"{path}:{line}: each line must be one JSON object")
-            y = obj.pop(target, _MISSING)
-            try:
-                x = message_features(obj)
-                y = _MISSING if y is _MISSING else message_target(y)
-            except RiverbedError as exc:
-                raise RiverbedError(f"{path}:{line}: {exc}; flatten nested values") from exc
-            yield x, y
+            yield line, obj
+
+
+def _jsonl_rows(path: Path, columns: FileColumns) -> Iterator[tuple[dict, Any, tuple]]:
+    resolved = None
+    for line, obj in _jsonl_objects(path):
+        where = f"{path}:{line}"
+        if resolved is None:  # the first object decides which default id/ts keys the file has
+            resolved = columns.resolve(obj, where)
+        stamp = _stamp(obj, resolved, where)
+        y = obj.pop(columns.target, _MISSING)
+        try:
+            x = message_features(obj)
+            y = _MISSING if y is _MISSING else message_target(y)
+        except RiverbedError as exc:
+            raise RiverbedError(f"{where}: {exc}; flatten nested values") from exc
+        yield x, y, stamp
 
 
 _READERS = {".csv": _csv_rows, ".jsonl": _jsonl_rows, ".ndjson": _jsonl_rows}
@@ -506,15 +642,23 @@ def infer_task(targets: Iterable[Any]) -> str | None:
 
 
 def open_file(
-    path: str, *, target: str, limit: int | None = None, task: str | None = None
+    path: str,
+    *,
+    target: str,
+    limit: int | None = None,
+    task: str | None = None,
+    id_column: str | None = None,
+    ts_column: str | None = None,
 ) -> Samples:
     """Open a CSV (with a header row) or JSONL file of samples; ``target`` becomes ``y``.
 
-    CSV cells are parsed as ``int``/``float`` where they parse, else kept as strings; an empty
-    cell is an absent feature (an empty target cell: an event that is never labelled). JSONL
-    lines are JSON objects of scalars; ``null`` is absent. The file is read once up front to
-    count rows, check the target and infer the task (see :func:`infer_task`), then again,
-    lazily, each time the rows are iterated.
+    CSV cells are parsed by :func:`parse_cell` (numbers, ``true``/``false``, else strings); an
+    empty cell is an absent feature (an empty target cell: an event that is never labelled).
+    JSONL lines are JSON objects of scalars, kept with their JSON types; ``null`` is absent.
+    The id and ts columns are never features: their values become the events' ids and event
+    times (:attr:`Samples.stamps`). The file is read once up front to count rows, check the
+    columns and infer the task (see :func:`infer_task`), then again, lazily, each time the rows
+    are iterated.
 
     Parameters
     ----------
@@ -526,12 +670,16 @@ def open_file(
         Read at most this many rows.
     task
         Override the inferred task (e.g. ``"binary"`` for a 0/1 integer target).
+    id_column, ts_column
+        The columns of event ids and event times (epoch seconds or ISO 8601). ``None``: ``id``
+        and ``ts`` when the file has them (a JSONL file: when its first line has them); ``""``:
+        none, ids and times are generated.
 
     Raises
     ------
     RiverbedError
-        When the file is missing or unreadable, has another extension, has no ``target``, or a
-        line cannot be parsed.
+        When the file is missing or unreadable, has another extension, has no ``target`` or no
+        explicitly named id/ts column, a row lacks its id or time, or a line cannot be parsed.
     """
     _check_limit(limit)
     file = Path(path)
@@ -545,15 +693,23 @@ def open_file(
         raise RiverbedError(f"{path}: no such file; check the path")
     if task is not None and task not in TASKS:
         raise RiverbedError(f"task {task!r} is not one of {', '.join(TASKS)}")
+    columns = FileColumns(target, id_column, ts_column)
 
     def rows() -> Iterator[tuple[dict, Any]]:
-        for x, y in _read(reader, file, target):
+        for x, y, _stamp in _read(reader, file, columns):
             yield x, (None if y is _MISSING else y)
+
+    def stamps() -> Iterator[tuple[str | None, float | None]]:
+        for _x, _y, stamp in _read(reader, file, columns):
+            yield stamp
 
     n = 0
     targets = []
     target_seen = False
-    for x, y in itertools.islice(_read(reader, file, target), limit):
+    first_stamp = (None, None)
+    for x, y, stamp in itertools.islice(_read(reader, file, columns), limit):
+        if n == 0:
+            first_stamp = stamp
         n += 1
         target_seen = target_seen or y is not _MISSING
         targets.append(None if y is _MISSING else y)
@@ -567,13 +723,16 @@ def open_file(
         task=task or inferred or "regression",
         n=n,
         rows=_ReplayableRows(rows, limit),
+        stamps=_Replayable(stamps, limit),
+        has_ids=first_stamp[0] is not None,
+        has_times=first_stamp[1] is not None,
     )
 
 
-def _read(reader, file: Path, target: str) -> Iterator[tuple[dict, Any]]:
+def _read(reader, file: Path, columns: FileColumns) -> Iterator[tuple[dict, Any, tuple]]:
     """The rows of ``reader`` with I/O and decoding failures as one-line RiverbedErrors."""
     try:
-        yield from reader(file, target)
+        yield from reader(file, columns)
     except OSError as exc:
         raise RiverbedError(f"{file}: cannot be read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:

@@ -95,6 +95,7 @@ class Oracle:
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
         from kafka.errors import KafkaError
 
+        from stream.connect.security import carried_security
         from stream.devtools.replay import encoder
 
         if delay_s is not None and delay_events is not None:
@@ -109,7 +110,9 @@ class Oracle:
         self.answered: set[str] = set()
         self.counts = {"requests": 0, "labels": 0, "duplicate": 0, "unknown": 0}
         try:
+            security = carried_security(bootstrap)  # TLS and SASL of a SecuredBootstrap
             self._consumer = KafkaConsumer(
+                **security,
                 bootstrap_servers=bootstrap,
                 client_id="riverbed-oracle",
                 group_id=group_id,
@@ -118,6 +121,7 @@ class Oracle:
                 isolation_level="read_committed",
             )
             self._producer = KafkaProducer(
+                **security,
                 bootstrap_servers=bootstrap,
                 client_id="riverbed-oracle",
                 acks="all",
@@ -129,7 +133,8 @@ class Oracle:
         partitions = self._consumer.partitions_for_topic(request_topic)
         if not partitions:
             self.close()
-            raise RiverbedError(f"topic {request_topic!r} does not exist at {bootstrap}; `riverbed run` creates it")
+            raise RiverbedError(f"topic {request_topic!r} does not exist at {bootstrap}; "
+                               "`riverbed topics create` or `riverbed run` creates it when [labels] request_budget > 0")
         self._consumer.assign([TopicPartition(request_topic, p) for p in sorted(partitions)])
         self._group = group_id
 

@@ -18,6 +18,9 @@ answers, and ``ts`` grows strictly along it, so a consumer that merges events an
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
+import itertools
 import json
 import random
 import sys
@@ -75,6 +78,7 @@ def schedule(
     start_ts: float = 1_700_000_000.0,
     interval_s: float = 1.0,
     id_prefix: str = "e",
+    stamps: Iterable[tuple[str | None, float | None]] | None = None,
 ) -> Iterator[Record]:
     """Events and labels of ``samples`` in the order River's ``simulate_qa`` reveals them.
 
@@ -104,6 +108,13 @@ def schedule(
         from a microsecond up is) for ``ts`` to grow strictly.
     id_prefix
         Prefix of the event ids.
+    stamps
+        Optional ``(id, ts)`` per sample, in step with ``samples`` (a file's own ids and event
+        times, :attr:`stream.devtools.datasets.Samples.stamps`); a ``None`` in either place
+        keeps the generated id (time). With the samples' own times a label is revealed
+        halfway between the event before which it is due and the one preceding it (the same
+        rule as for generated times), and labels still pending after the last event
+        ``interval_s`` apart after it.
 
     >>> [(r.kind, r.id) for r in schedule([({}, 1), ({}, 2), ({}, 3)], label_delay=0)]
     [('event', 'e-0'), ('label', 'e-0'), ('event', 'e-1'), ('label', 'e-1'), ('event', 'e-2'), ('label', 'e-2')]
@@ -111,24 +122,41 @@ def schedule(
     _check_schedule_arguments(label_delay, label_fraction, interval_s)
     keep_label = random.Random(seed).random
     reveal_after = max(label_delay, 1)  # in events; 0 reveals between event i and event i + 1
-    pending: collections.deque[tuple[int, Record]] = collections.deque()
+    pending: collections.deque[tuple[int, str, Any]] = collections.deque()
+    previous_ts = None
+    last, last_was_generated = -1, True
+    for i, ((x, y), (own_id, own_ts)) in enumerate(zip(samples, _stamps_or_none(stamps))):
+        if own_ts is None:  # generated times: the closed form, bit for bit as River's order needs
+            ts, label_ts = start_ts + i * interval_s, start_ts + (i - 0.5) * interval_s
+        else:
+            ts = own_ts
+            label_ts = ts - interval_s / 2 if previous_ts is None else (previous_ts + ts) / 2
+        while pending and pending[0][0] + reveal_after <= i:
+            yield _label(*pending.popleft()[1:], label_ts)
 
-    for i, (x, y) in enumerate(samples):
-        while pending and pending[0][0] + label_delay <= i:
-            yield pending.popleft()[1]
-
-        event_id = f"{id_prefix}-{i}"
-        ts = start_ts + i * interval_s
+        event_id = f"{id_prefix}-{i}" if own_id is None else own_id
         yield Record(EVENT, event_id, {"id": event_id, "x": message_features(x), "ts": ts}, ts)
+        previous_ts, last, last_was_generated = ts, i, own_ts is None
 
         y = message_target(y)
         if keep_label() < label_fraction and y is not None:
-            label_ts = start_ts + (i + reveal_after - 0.5) * interval_s
-            label = {"id": event_id, "y": y, "ts": label_ts}
-            pending.append((i, Record(LABEL, event_id, label, label_ts)))
+            pending.append((i, event_id, y))
 
-    while pending:
-        yield pending.popleft()[1]
+    for i, event_id, y in pending:  # due after the last event: as if the stream went on
+        if last_was_generated:
+            label_ts = start_ts + (i + reveal_after - 0.5) * interval_s
+        else:
+            label_ts = previous_ts + (i + reveal_after - last - 0.5) * interval_s
+        yield _label(event_id, y, label_ts)
+
+
+def _stamps_or_none(stamps):
+    """``stamps``, or endless ``(None, None)`` when there are none."""
+    return itertools.repeat((None, None)) if stamps is None else stamps
+
+
+def _label(event_id: str, y: Any, ts: float) -> Record:
+    return Record(LABEL, event_id, {"id": event_id, "y": y, "ts": ts}, ts)
 
 
 def encoder(fmt: str) -> Callable[[dict], bytes]:
@@ -148,6 +176,37 @@ def encoder(fmt: str) -> Callable[[dict], bytes]:
     raise RiverbedError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
+class _InFlightWindow:
+    """Keeps at most about ``limit`` sent messages unacknowledged.
+
+    kafka-python 3 has no ``buffer_memory`` bound: a replay loop can queue a whole dataset in
+    the producer before the first batch is acknowledged. Millions of live futures then make each
+    full garbage collection take long enough (100 ms and more) for kafka-python's I/O thread to
+    log "Task ... is blocking the event loop". Waiting, every ``every`` messages, for the
+    message sent ``limit`` messages earlier bounds the heap without stalling the pipeline.
+    """
+
+    def __init__(self, limit: int = 20_000, every: int = 1_000):
+        self._every = every
+        self._keep = max(1, limit // every)
+        self._sent = 0
+        self._marks: collections.deque = collections.deque()
+
+    def sent(self, future) -> None:
+        """Note one sent message; may block until an older one is acknowledged."""
+        from kafka.errors import KafkaError
+
+        self._sent += 1
+        if self._sent % self._every:
+            return
+        self._marks.append(future)
+        if len(self._marks) > self._keep:
+            try:
+                self._marks.popleft().get()
+            except KafkaError:
+                pass  # counted by _DeliveryFailures, reported after the flush
+
+
 class _DeliveryFailures:
     """Counts failed sends and remembers the first, from the producer's I/O thread."""
 
@@ -165,8 +224,11 @@ def _connect(bootstrap: str):
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    from stream.connect.security import carried_security
+
     try:
         return KafkaProducer(
+            **carried_security(bootstrap),  # TLS and SASL of a SecuredBootstrap
             bootstrap_servers=bootstrap,
             client_id="riverbed-replay",
             acks="all",
@@ -196,6 +258,59 @@ def _require_topics(producer, bootstrap: str, names: Iterable[str]) -> None:
                 f"topic {name!r} does not exist at {bootstrap}; create it first "
                 "(riverbed creates the events and labels topics before replaying)"
             )
+
+
+def _started(records: Iterable[Record]) -> Iterator[Record]:
+    """``records`` with the first one already made: a lazy dataset imports its library now."""
+    records = iter(records)
+    first = next(records, None)
+    return records if first is None else itertools.chain([first], records)
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Leave the objects alive now (modules, the dataset) out of garbage collection meanwhile.
+
+    River, SciPy and the Kafka client make a heap whose full collection takes tens of
+    milliseconds, often more than the 0.1 s after which kafka-python's I/O thread logs "Task
+    ... is blocking the event loop", and a replay triggers such collections again and again.
+    :func:`gc.freeze` moves those objects where the collector does not look, until
+    :func:`gc.unfreeze` on exit. A heap that was already frozen (a processor in the same process
+    froze its start-up objects, see :mod:`stream.engine.runtime`) stays frozen: CPython can only
+    unfreeze everything.
+    """
+    already_frozen = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not already_frozen:
+            gc.unfreeze()
+
+
+def _send_all(producer, records: Iterable[Record], topic_of: dict, encode, counts: dict,
+              failures: _DeliveryFailures, bar) -> None:
+    """Send every record to its topic, counting by kind and advancing ``bar`` by events."""
+    from kafka.errors import KafkaError
+
+    window = _InFlightWindow()
+    unshown = 0
+    for record in records:
+        try:
+            future = producer.send(topic_of[record.kind], value=encode(record.value), key=record.id.encode())
+        except KafkaError as exc:
+            raise RiverbedError(
+                f"cannot send {record.kind} {record.id!r} to {topic_of[record.kind]!r}: {exc}"
+            ) from exc
+        future.add_errback(failures)
+        window.sent(future)
+        counts[record.kind] += 1
+        if record.kind == EVENT:
+            unshown += 1
+            if unshown == 1000:
+                bar.update(unshown)
+                unshown = 0
+    bar.update(unshown)
 
 
 def produce(
@@ -240,7 +355,6 @@ def produce(
     RiverbedError
         When no broker answers, a topic is missing, or any message was not acknowledged.
     """
-    from kafka.errors import KafkaError
     from tqdm import tqdm
 
     encode = encoder(fmt)
@@ -253,26 +367,11 @@ def produce(
     flushed = False
     try:
         _require_topics(producer, bootstrap, topic_of.values())
-        unshown = 0
-        for record in records:
-            try:
-                future = producer.send(
-                    topic_of[record.kind], value=encode(record.value), key=record.id.encode()
-                )
-            except KafkaError as exc:
-                raise RiverbedError(
-                    f"cannot send {record.kind} {record.id!r} to {topic_of[record.kind]!r}: {exc}"
-                ) from exc
-            future.add_errback(failures)
-            counts[record.kind] += 1
-            if record.kind == EVENT:
-                unshown += 1
-                if unshown == 1000:
-                    bar.update(unshown)
-                    unshown = 0
-        producer.flush()
+        records = _started(records)
+        with _frozen_heap():
+            _send_all(producer, records, topic_of, encode, counts, failures, bar)
+            producer.flush()
         flushed = True
-        bar.update(unshown)
     finally:
         bar.close()
         producer.close(timeout=None if flushed else 5)

@@ -24,6 +24,13 @@ records after it are replayed on restart (same order, same operations: nothing i
 twice); predictions published after it are published again, byte-identical (at-least-once
 output). After it, nothing.
 
+Exactly-once output (``[output] guarantee = "exactly_once"``, :mod:`stream.engine.transactions`):
+the barrier of step 1 *cuts* the output transaction at the snapshot, step 2 waits until that
+transaction (output and offsets) committed before it writes RocksDB, and step 3 is skipped (the
+transaction committed the offsets). So a checkpoint never covers offsets whose output is not
+committed; output replayed after a crash is suppressed up to the committed offsets instead of
+published again (the recovery contract is written in that module).
+
 On start (:meth:`Checkpointer.restore`) the newest checkpoint that can be read and verified is
 loaded: its model bytes are checked (SHA-256, the HMAC with ``RIVERBED_MODEL_KEY``, the format)
 before anything is unpickled. A refused checkpoint is logged with its reason and the previous
@@ -50,9 +57,10 @@ from stream.config import Config
 from stream.engine.history import MetricsHistory
 from stream.engine.model_bytes import load_model_state, seal_model_state
 from stream.engine.model_config import build_model_set, learner_settings, model_spec
-from stream.engine.output import BatchedOutput
+from stream.engine.output import Output
 from stream.engine.stream_state import StreamState
 from stream.engine.telemetry import Telemetry
+from stream.engine.transactions import OutputFenced
 from stream.errors import RiverbedError
 
 log = logging.getLogger("stream.engine.processor")
@@ -195,9 +203,10 @@ class Checkpointer:
     spec
         The model spec recorded in every checkpoint.
     output
-        The batched output, for the barrier.
+        The output, for the barrier.
     commit_offsets
-        ``await commit_offsets([(topic, partition, offset), ...])`` after a checkpoint landed.
+        ``await commit_offsets([(topic, partition, offset), ...])`` after a checkpoint landed
+        (None: the output transactions commit the offsets).
     telemetry
         Checkpoint durations and sizes.
     last
@@ -211,8 +220,8 @@ class Checkpointer:
         store: StateStore,
         state: StreamState,
         spec: dict,
-        output: BatchedOutput,
-        commit_offsets: Callable[[list], Awaitable[None]],
+        output: Output,
+        commit_offsets: Callable[[list], Awaitable[None]] | None,
         telemetry: Telemetry,
         last: Checkpoint | None = None,
         changed: bool = False,
@@ -267,7 +276,7 @@ class Checkpointer:
         elapsed = time.perf_counter() - started
         self.telemetry.checkpoint_landed(elapsed, ckpt.size_bytes)
         log.debug("checkpoint %d: %d bytes, durable after %.3f s", ckpt.seq, ckpt.size_bytes, elapsed)
-        if offsets:
+        if offsets and self.commit_offsets is not None:
             try:
                 await self.commit_offsets(offsets)
             except Exception as exc:  # lag reporting only: the checkpoint is the truth
@@ -290,5 +299,7 @@ class Checkpointer:
         """On the way out after an error: let a checkpoint in flight finish or fail (logged)."""
         try:
             await self.landed()
+        except OutputFenced:
+            pass  # the processor stops with that line already
         except Exception as exc:
             log.error("the checkpoint in flight failed: %s", exc)

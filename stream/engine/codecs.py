@@ -91,7 +91,7 @@ def decode_value(raw: bytes | None, max_bytes: int) -> Any:
     except InvalidMessage:
         raise
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise InvalidMessage("undecodable", str(exc)[:200]) from None
+        raise InvalidMessage("undecodable", (str(exc) or type(exc).__name__)[:200]) from None
     except Exception as exc:  # msgpack raises a few exotic ones on hostile input
         raise InvalidMessage("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}") from None
 

@@ -1,7 +1,7 @@
 """The record handlers: event -> prediction + pending entry; label -> score + learn; failure -> dead letter.
 
 They are written against small interfaces -- :class:`Sink` for output, the pending and learned
-stores of :class:`state.pending.PendingLabels`, :class:`Observer` for telemetry -- and change a
+stores of :class:`state.pending.ExpiringStore`, :class:`Observer` for telemetry -- and change a
 :class:`~stream.engine.stream_state.StreamState`, so they run in unit tests with in-memory
 implementations and no Kafka (``tests/engine/test_handlers.py``).
 
@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, Protocol, Sequence
 
 import msgpack
 
-from state.pending import PendingLabels
+from state.pending import LearnedIds, PendingLabels
 from stream.engine.codecs import Event, InvalidMessage, Label, OutputCodec, plain_scalar
 from stream.engine.history import model_snapshot
 from stream.engine.merge import Item
@@ -146,7 +146,7 @@ class RecordHandlers:
         self,
         state: StreamState,
         pending: PendingLabels,
-        learned: PendingLabels,
+        learned: LearnedIds,
         output: Sink,
         codec: OutputCodec,
         topics: Topics,

@@ -69,23 +69,9 @@ class MetricsHistory:
 
 
 def model_snapshot(model: Any) -> dict:
-    """``{"metrics": cumulative, "rolling_metrics": rolling}`` of an :class:`OnlineModel`.
+    """``{"metrics": cumulative, "rolling_metrics": rolling}`` of an :class:`~learners.online_model.OnlineModel`.
 
-    Rolling metrics come from the model's rolling evaluation when it has one (drift and
-    challengers work); a model without one reports ``{}``.
+    Both come from its prequential evaluation; ``rolling_metrics`` is ``{}`` when the model has no
+    rolling window.
     """
-    snapshot = {"metrics": dict(model.evaluation.values()), "rolling_metrics": rolling_values(model)}
-    return snapshot
-
-
-def rolling_values(model: Any) -> dict:
-    """The model's rolling metric values, whichever attribute holds them; ``{}`` if none."""
-    for attr in ("rolling", "rolling_evaluation"):
-        holder = getattr(model, attr, None)
-        values = getattr(holder, "values", None)
-        if callable(values):
-            return dict(values())
-    values = getattr(getattr(model, "evaluation", None), "rolling_values", None)
-    if callable(values):
-        return dict(values())
-    return {}
+    return {"metrics": model.evaluation.values(), "rolling_metrics": model.evaluation.rolling_values()}

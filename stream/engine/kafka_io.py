@@ -6,9 +6,14 @@ Contract
   single-writer), never auto-commits, reads ``read_committed`` and starts each partition at the
   checkpointed offset (the beginning when there is none): the checkpoint, not the consumer group,
   is the truth on restart.
-- Group offsets are committed only for what a durable checkpoint covers, for lag tools.
+- At-least-once: group offsets are committed only for what a durable checkpoint covers, for lag
+  tools. Exactly-once: they are committed inside the output transactions and are what says how
+  much output was published (:mod:`stream.engine.transactions`); :meth:`KafkaIO.committed` reads
+  them on restart.
 - The producer is idempotent with ``acks=all``; output goes through
-  :class:`~stream.engine.output.BatchedOutput` built on it.
+  :class:`~stream.engine.output.BatchedOutput` built on it, or, exactly-once, it is transactional
+  with a stable :attr:`KafkaIO.transactional_id` and output goes through
+  :class:`~stream.engine.transactions.TransactionalOutput`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from typing import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream.config import Config
+from stream.connect.security import aiokafka_security
+from stream.engine.transactions import transactional_id
+
+TRANSACTION_TIMEOUT_MS = 60_000
+"""The broker aborts a transaction left open this long (a crashed processor's restart aborts it sooner)."""
 
 
 class KafkaIO:
@@ -28,6 +38,7 @@ class KafkaIO:
         cfg = config
         max_bytes = cfg.codec.max_message_bytes
         timeout_ms = int(cfg.kafka.request_timeout_s * 1000)
+        security = aiokafka_security(cfg)  # TLS context and SASL login; the password is read here
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             client_id=cfg.kafka.client_id,
@@ -38,8 +49,13 @@ class KafkaIO:
             request_timeout_ms=timeout_ms,
             fetch_max_wait_ms=min(500, max(10, cfg.processor.poll_timeout_ms)),
             max_partition_fetch_bytes=max(1_048_576, max_bytes + 1024),
+            **security,
         )
-        self.producer = AIOKafkaProducer(
+        self.transactional_id: str | None = None
+        """Set in exactly-once mode: stable per processor identity, so a second instance fences the first."""
+        if cfg.output.guarantee == "exactly_once":
+            self.transactional_id = transactional_id(cfg.kafka.group_id, cfg.topics.events, cfg.topics.labels)
+        self._producer_settings = dict(
             bootstrap_servers=bootstrap,
             client_id=cfg.kafka.client_id,
             acks="all",
@@ -48,7 +64,13 @@ class KafkaIO:
             max_batch_size=512 * 1024,
             max_request_size=max(1_048_576, max_bytes + 65_536),
             request_timeout_ms=timeout_ms,
+            **security,
         )
+        if self.transactional_id is not None:
+            self._producer_settings.update(
+                transactional_id=self.transactional_id, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS
+            )
+        self.producer = AIOKafkaProducer(**self._producer_settings)
         self.inputs: list[TopicPartition] = []
         self.started = False
 
@@ -78,6 +100,14 @@ class KafkaIO:
             else:
                 self.consumer.seek(tp, offset)
 
+    def pause(self, keys: list[tuple[str, int]]) -> None:
+        """Stop fetching these ``(topic, partition)`` (backpressure); what is buffered stays."""
+        self.consumer.pause(*(TopicPartition(t, p) for t, p in keys))
+
+    def resume(self, keys: list[tuple[str, int]]) -> None:
+        """Fetch these ``(topic, partition)`` again."""
+        self.consumer.resume(*(TopicPartition(t, p) for t, p in keys))
+
     async def fetch(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list]:
         return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
 
@@ -98,6 +128,30 @@ class KafkaIO:
             done = offsets.get((tp.topic, tp.partition), 0)
             lag[f"{tp.topic}:{tp.partition}"] = None if high is None else max(0, high - done)
         return lag
+
+    async def committed(self) -> dict[tuple[str, int], int]:
+        """The group's committed offset of every input partition that has one (committed transactions only)."""
+        return {key: offset for key, (offset, _) in (await self.committed_with_metadata()).items()}
+
+    async def committed_with_metadata(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """``{(topic, partition): (offset, metadata)}`` the group committed (aiokafka's coordinator:
+        the public ``committed()`` drops the metadata)."""
+        if not self.inputs:
+            return {}
+        found = await self.consumer._coordinator.fetch_committed_offsets(list(self.inputs))
+        return {(tp.topic, tp.partition): (meta.offset, meta.metadata or "")
+                for tp, meta in found.items() if meta.offset is not None and meta.offset >= 0}
+
+    async def renew_producer(self) -> AIOKafkaProducer:
+        """Replace the producer by a new one with the same settings (its start aborts an open transaction)."""
+        old = self.producer
+        try:
+            await asyncio.wait_for(old.stop(), 10.0)
+        except Exception:  # a broken producer may not stop cleanly: it is dropped either way
+            pass
+        self.producer = AIOKafkaProducer(**self._producer_settings)
+        await self.producer.start()
+        return self.producer
 
     async def commit(self, offsets: Iterable[tuple[str, int, int]]) -> None:
         """Commit ``(topic, partition, next offset)`` to the consumer group."""

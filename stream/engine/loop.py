@@ -12,12 +12,14 @@ import asyncio
 import logging
 import time
 
+from stream.engine.backpressure import Backpressure
 from stream.engine.checkpointer import Checkpointer
 from stream.engine.decoding import RecordDecoder
 from stream.engine.handlers import RecordHandlers
 from stream.engine.kafka_io import KafkaIO
 from stream.engine.merge import EventTimeMerge
-from stream.engine.output import BatchedOutput
+from stream.engine.output import Output
+from stream.engine.runtime import CycleCollector
 from stream.engine.telemetry import Telemetry
 
 log = logging.getLogger("stream.engine.processor")
@@ -41,7 +43,7 @@ class ProcessingLoop:
         decoder: RecordDecoder,
         merge: EventTimeMerge,
         handlers: RecordHandlers,
-        output: BatchedOutput,
+        output: Output,
         checkpointer: Checkpointer,
         telemetry: Telemetry,
         *,
@@ -49,6 +51,7 @@ class ProcessingLoop:
         max_batch: int,
         checkpoint_interval_s: float,
         exit_when_idle: float | None = None,
+        max_buffered_records: int = 0,
     ):
         self.kafka = kafka
         self.decoder = decoder
@@ -63,11 +66,16 @@ class ProcessingLoop:
         self.exit_when_idle = exit_when_idle
         self.processed = 0
         self.busy_seconds = 0.0
+        self.collector = CycleCollector()
+        self.backpressure = Backpressure(
+            [(tp.topic, tp.partition) for tp in kafka.inputs], max_buffered_records, kafka.pause, kafka.resume
+        )
 
     def publish(self) -> None:
         """Counts (and pending entries, merge wait expirations) to Prometheus."""
         expirations, self.merge.wait_expirations = self.merge.wait_expirations, 0
         self.telemetry.publish_counts(len(self.handlers.pending), expirations)
+        self.telemetry.publish_buffer(self.merge.buffered(), len(self.backpressure.paused))
 
     async def run(self, stop: asyncio.Event) -> int:
         kafka, merge, handlers = self.kafka, self.merge, self.handlers
@@ -85,9 +93,11 @@ class ProcessingLoop:
             for tp in kafka.inputs:
                 merge.set_caught_up((tp.topic, tp.partition), await kafka.caught_up(tp))
             now = time.monotonic()
-            n = handlers.apply(merge.pop_ready(waited), until=time.perf_counter() + PROCESS_SLICE_S)
+            n = handlers.apply(self.output.admit(merge.pop_ready(waited)), until=time.perf_counter() + PROCESS_SLICE_S)
+            self.backpressure.update(merge.buffered_by_partition())
             if n:
                 self.processed += n
+                self.collector.tick(n)
                 idle_since = now
                 if first_at is None:
                     first_at = now
@@ -98,6 +108,7 @@ class ProcessingLoop:
                 # the other tasks run between slices (see PROCESS_SLICE_S).
                 await asyncio.sleep(0)
             self.checkpointer.raise_if_failed()
+            self.output.raise_if_failed()  # e.g. fenced by another instance while idle
             if now >= next_checkpoint:
                 await self.checkpointer.checkpoint(wait=False)
                 self.telemetry.publish_models()

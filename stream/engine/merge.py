@@ -136,6 +136,11 @@ class EventTimeMerge:
         """Records held in all buffers."""
         return sum(len(p.buffer) for p in self._partitions.values())
 
+    def buffered_by_partition(self) -> Iterator[tuple[Hashable, int]]:
+        """``(partition key, records held)`` for every registered partition."""
+        for key, part in self._partitions.items():
+            yield key, len(part.buffer)
+
     def all_caught_up(self) -> bool:
         """True when every buffer is empty and every partition is at its high watermark."""
         return all(p.caught_up and not p.buffer for p in self._partitions.values())

@@ -144,6 +144,14 @@ class ServiceMetrics:
             "Times a lagging partition stopped holding the event-time merge back after [processor] max_wait_ms.",
             registry=r,
         )
+        self.merge_buffered = Gauge(
+            "riverbed_merge_buffered_records",
+            "Records fetched and waiting in the event-time merge (at most about [processor] max_buffered_records).",
+            registry=r,
+        )
+        self.paused_partitions = Gauge(
+            "riverbed_paused_partitions", "Input partitions whose fetching is paused for backpressure.", registry=r
+        )
         self.label_requests = Counter(
             "riverbed_label_requests",
             "Label requests published (the events the model was least sure about, within [labels] request_budget).",
@@ -152,8 +160,23 @@ class ServiceMetrics:
 
 
 def serve(metrics: ServiceMetrics, host: str, port: int) -> int:
-    """Serve ``/metrics`` on ``host:port`` in a daemon thread; returns the bound port."""
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    """Serve ``/metrics`` on ``host:port`` in a daemon thread; returns the bound port.
+
+    Raises
+    ------
+    PortInUseError
+        When ``host:port`` cannot be bound (another process listens there, or the address is
+        not one of this machine's), with a one-line message naming the setting to change.
+    """
+    from stream.errors import PortInUseError
+
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise PortInUseError(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); set [metrics] port "
+            "(or RIVERBED_METRICS_PORT) to a free port, 0 for any, or [metrics] enabled = false"
+        ) from exc
     bound = server.server_port
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return bound

@@ -23,7 +23,7 @@ prediction lands on the same partition as any other producer would put its key.
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from typing import Iterable, Protocol, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -76,6 +76,35 @@ class _Slot:
         self.progress = asyncio.Event()
 
 
+class Output(Protocol):
+    """What the handlers, the loop and the checkpointer use of the output: :class:`BatchedOutput`
+    (at-least-once) or :class:`~stream.engine.transactions.TransactionalOutput` (exactly-once)."""
+
+    acked: int
+    """Messages delivered (at-least-once: acknowledged; exactly-once: in committed transactions)."""
+
+    def admit(self, items: Iterable) -> Iterable:
+        """The merge items the handlers are about to apply (exactly-once marks replayed ones)."""
+
+    def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence = ()) -> None:
+        """Queue one message (no waiting)."""
+
+    async def submit(self) -> None:
+        """Hand queued output over for delivery (waits only for backpressure)."""
+
+    def barrier(self) -> object:
+        """Mark everything added so far (a checkpoint's snapshot takes one)."""
+
+    async def wait(self, barrier: object) -> None:
+        """Return once everything before ``barrier`` is delivered; raise when it cannot be."""
+
+    def raise_if_failed(self) -> None:
+        """Raise now if delivery already failed (called every loop turn)."""
+
+    async def close(self) -> None:
+        """Stop delivering (after :meth:`wait`, or when giving up)."""
+
+
 Barrier = dict
 """``{(topic, partition): messages added}`` at one moment; see :meth:`BatchedOutput.barrier`."""
 
@@ -88,6 +117,10 @@ class BatchedOutput:
         self._partitions = dict(partitions)
         self._slots: dict[tuple[str, int], _Slot] = {}
         self._failure: BaseException | None = None
+
+    def admit(self, items: Iterable) -> Iterable:
+        """The merge items unchanged: at-least-once output suppresses nothing."""
+        return items
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence = ()) -> None:
         partition = partition_for(key, self._partitions[topic])
@@ -191,6 +224,10 @@ class BatchedOutput:
             self._failure = exc
             for other in self._slots.values():
                 other.notify()
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`OutputError` if a sender already failed."""
+        self._raise_failure()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:

@@ -11,6 +11,9 @@ own module:
 - :class:`~stream.engine.merge.EventTimeMerge` -- the deterministic event-time order;
 - :class:`~stream.engine.handlers.RecordHandlers` -- event -> prediction + pending entry, label ->
   score + learn, any per-record failure -> dead letter;
+- :class:`~stream.engine.output.BatchedOutput` (at-least-once) or
+  :class:`~stream.engine.transactions.TransactionalOutput` (exactly-once: output and input offsets
+  in one Kafka transaction per cut; its recovery contract is written there);
 - :class:`~stream.engine.checkpointer.Checkpointer` -- restore, snapshot, land, settle (the
   recovery contract is written there);
 - :class:`~stream.engine.telemetry.Telemetry` -- Prometheus metrics and notices;
@@ -35,20 +38,22 @@ from state import Checkpoint, StateStore
 from stream.config import Config
 from stream.connect.bootstrap import ensure_kafka
 from stream.connect.topics import create_topics, topic_partitions
+from stream.engine.broker_health import BrokerHealth, install_client_log_limits
 from stream.engine.checkpointer import Checkpointer, ModelSpecMismatch, checkpoint_meta, restore_state
 from stream.engine.codecs import OutputCodec
 from stream.engine.decoding import FeaturePipeline, RecordDecoder
 from stream.engine.handlers import EXPIRY_SWEEP_EVENTS, RecordHandlers, Topics
 from stream.engine.history import MetricsHistory
-from stream.engine.kafka_io import KafkaIO
+from stream.engine.kafka_io import TRANSACTION_TIMEOUT_MS, KafkaIO
 from stream.engine.loop import PROCESS_SLICE_S, ProcessingLoop
 from stream.engine.merge import EventTimeMerge
 from stream.engine.metrics import ServiceMetrics, serve
 from stream.engine.model_config import build_model_set, build_sampler, learner_settings, model_spec
-from stream.engine.output import BatchedOutput
+from stream.engine.output import BatchedOutput, Output
 from stream.engine.runtime import tune_gc
 from stream.engine.stream_state import COUNT_NAMES, StreamState
 from stream.engine.telemetry import Telemetry
+from stream.engine.transactions import ReplayCut, TransactionalOutput, output_identity, replay_floor
 from stream.engine.transforms import load_transform
 
 __all__ = [
@@ -127,7 +132,7 @@ class Processor:
         self.store: StateStore | None = None
         self.kafka: KafkaIO | None = None
         self.merge: EventTimeMerge | None = None
-        self.output: BatchedOutput | None = None
+        self.output: Output | None = None
         self.handlers: RecordHandlers | None = None
         self.checkpointer: Checkpointer | None = None
         self.loop: ProcessingLoop | None = None
@@ -214,9 +219,12 @@ class Processor:
             telemetry.publish_models()
             self.kafka = kafka = KafkaIO(cfg, bootstrap)
             await kafka.start()
+            install_client_log_limits()
+            health = BrokerHealth(kafka.broker_reachable, str(bootstrap)).start()
             try:
                 processed = await self._consume(kafka, partitions, telemetry, last, restored.changed)
             finally:
+                await health.stop()
                 await kafka.stop()
         finally:
             if http_api is not None:
@@ -233,7 +241,7 @@ class Processor:
             busy_seconds=0.0 if self.loop is None else self.loop.busy_seconds,
         )
 
-    def build_handlers(self, state: StreamState, store: StateStore, output: BatchedOutput,
+    def build_handlers(self, state: StreamState, store: StateStore, output: Output,
                        telemetry: Telemetry) -> RecordHandlers:
         """The record handlers of this run (an extension point: the benchmark adds clocks here)."""
         cfg = self.config
@@ -242,10 +250,31 @@ class Processor:
             ttl_s=cfg.labels.ttl_s, publish_challengers=cfg.challengers.publish, observer=telemetry,
         )
 
+    async def _build_output(self, kafka: KafkaIO, partitions: dict[str, list[int]], state: StreamState) -> Output:
+        """At-least-once batches, or exactly-once transactions resuming after the committed cut."""
+        counts = {t: len(ps) for t, ps in partitions.items()}
+        cfg = self.config
+        if cfg.output.guarantee != "exactly_once":
+            return BatchedOutput(kafka.producer, counts)
+        t = self.topics
+        identity = output_identity(t.predictions, t.deadletter, t.label_requests)
+        committed = await kafka.committed_with_metadata()  # after the producer's start: a previous instance is fenced
+        replay = ReplayCut(replay_floor(committed, identity), state)
+        if replay.active:
+            log.info(
+                "replaying up to the committed output transaction without publishing: %s",
+                ", ".join(f"{t}:{p}<{o}" for (t, p), o in sorted(replay.floor.items())),
+            )
+        output = TransactionalOutput(
+            kafka.producer, kafka.renew_producer, kafka.committed_with_metadata, counts, state, cfg.kafka.group_id,
+            interval_s=cfg.output.transaction_interval_ms / 1000, replay=replay, identity=identity,
+            transaction_timeout_s=TRANSACTION_TIMEOUT_MS / 1000,
+        )
+        output.start()
+        return output
+
     async def _prepare_topics(self, bootstrap: str) -> dict[str, list[int]]:
-        names = [self.topics.events, self.topics.labels, self.topics.predictions, self.topics.deadletter]
-        if self.sampler is not None:
-            names.append(self.topics.label_requests)
+        names = self.config.topic_names()
         created = await asyncio.to_thread(create_topics, bootstrap, names, self.config.kafka.partitions)
         if created:
             log.info("created topics %s", ", ".join(created))
@@ -256,7 +285,7 @@ class Processor:
         cfg, state, store, topics = self.config, self.state, self.store, self.topics
         inputs = [(topic, p) for topic in (topics.events, topics.labels) for p in partitions[topic]]
         await kafka.assign(inputs, state.offsets)
-        self.output = output = BatchedOutput(kafka.producer, {t: len(ps) for t, ps in partitions.items()})
+        self.output = output = await self._build_output(kafka, partitions, state)
         self.handlers = handlers = self.build_handlers(state, store, output, telemetry)
         self.merge = merge = EventTimeMerge(
             {topics.labels: LABEL_RANK, topics.events: EVENT_RANK},
@@ -266,8 +295,10 @@ class Processor:
         )
         for key in inputs:
             merge.register(key)
+        exactly_once = isinstance(output, TransactionalOutput)
         self.checkpointer = checkpointer = Checkpointer(
-            store, state, self.spec, output, kafka.commit, telemetry, last=last, changed=changed
+            store, state, self.spec, output, None if exactly_once else kafka.commit, telemetry,
+            last=last, changed=changed,
         )
         decoder = RecordDecoder(
             topics.events, self.features, cfg.codec.max_message_bytes, cfg.model.task,
@@ -277,6 +308,7 @@ class Processor:
             kafka, decoder, merge, handlers, output, checkpointer, telemetry,
             poll_timeout_ms=cfg.processor.poll_timeout_ms, max_batch=cfg.processor.max_batch,
             checkpoint_interval_s=cfg.state.checkpoint_interval_s, exit_when_idle=self.exit_when_idle,
+            max_buffered_records=cfg.processor.max_buffered_records,
         )
         log.info(
             "consuming %s from %s", ", ".join(f"{t}:{p}" for t, p in inputs),

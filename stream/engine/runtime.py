@@ -29,3 +29,34 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+#: Run a full collection after this many records applied (see :class:`CycleCollector`).
+COLLECT_EVERY_RECORDS = 50_000
+
+
+class CycleCollector:
+    """Full garbage collections at a bounded cadence of records, so cyclic garbage cannot pile up.
+
+    With the thresholds of :func:`tune_gc` the oldest generation is practically never collected.
+    Working through a backlog, fetched records live long enough (buffered in the merge) to be
+    promoted there, and aiokafka's fetch responses (about 1 MiB each) end up in reference
+    cycles that only a full collection frees: 202 of them (202 MiB) were alive after 200,000
+    events of a backlog, and RSS grew with the backlog (612 MB after 400,000 events and labels)
+    although the merge buffer was bounded. A full collection every :data:`COLLECT_EVERY_RECORDS`
+    records walks a heap that backpressure keeps small (about 20 ms measured), about 0.4 µs per
+    record.
+    """
+
+    def __init__(self, every: int = COLLECT_EVERY_RECORDS):
+        self.every = every
+        self._since = 0
+        self.collections = 0
+
+    def tick(self, records: int) -> None:
+        """Count applied records; collect when ``every`` have been applied since the last collection."""
+        self._since += records
+        if self._since >= self.every:
+            self._since = 0
+            self.collections += 1
+            gc.collect()

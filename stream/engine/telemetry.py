@@ -104,6 +104,11 @@ class Telemetry:
         if merge_wait_expirations:
             m.merge_wait_expirations.inc(merge_wait_expirations)
 
+    def publish_buffer(self, buffered: int, paused: int) -> None:
+        """Records held in the merge and partitions paused for backpressure."""
+        self.metrics.merge_buffered.set(buffered)
+        self.metrics.paused_partitions.set(paused)
+
     def publish_models(self) -> None:
         """Each model's cumulative and rolling metrics, labels learned and champion flag."""
         metrics, models = self.metrics, self.state.models

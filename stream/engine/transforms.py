@@ -27,10 +27,10 @@ replays from a checkpoint to repeat the same predictions.
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any, Callable
 
+from learners.specs import SpecError, first_line, import_spec
 from stream.engine.codecs import InvalidMessage
 from stream.errors import ConfigError
 
@@ -39,13 +39,6 @@ __all__ = ["FeatureTransform", "TransformError", "load_transform", "first_line"]
 
 class TransformError(ConfigError):
     """``[features] transform`` names nothing callable."""
-
-
-def first_line(exc: BaseException, limit: int = 300) -> str:
-    """``"TypeName: first line of the message"``, at most ``limit`` characters."""
-    text = str(exc).strip().splitlines()
-    message = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-    return message[:limit]
 
 
 class FeatureTransform:
@@ -85,22 +78,11 @@ class FeatureTransform:
 def load_transform(spec: str) -> FeatureTransform:
     """Import ``"package.module:function"``; one-line :class:`TransformError` when it cannot."""
     where = f"[features] transform = {spec!r}"
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise TransformError(f"{where} must look like 'package.module:function'")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TransformError(
-            f"{where}: cannot import module {module_name!r} ({exc}); install it or fix the name"
-        ) from None
-    except Exception as exc:
-        raise TransformError(f"{where}: importing {module_name!r} failed: {first_line(exc)}") from None
-    function = module
-    for part in attr.split("."):
-        function = getattr(function, part, None)
-        if function is None:
-            raise TransformError(f"{where}: module {module_name!r} has no attribute {attr!r}")
+        function = import_spec(spec, where, expected="'package.module:function'")
+    except SpecError as exc:
+        raise TransformError(str(exc)) from None
     if not callable(function):
+        attr = spec.partition(":")[2]
         raise TransformError(f"{where}: {attr!r} is a {type(function).__name__}, not a function")
     return FeatureTransform(spec, function)

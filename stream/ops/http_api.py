@@ -66,7 +66,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stream.engine.codecs import MAX_ID_LENGTH, InvalidMessage
 from stream.engine.messages import prediction_message
 from stream.engine.transforms import first_line
-from stream.errors import RiverbedError
+from stream.errors import PortInUseError, RiverbedError
 from stream.ops.status import checkpoint_info, status_document
 
 if TYPE_CHECKING:
@@ -419,7 +419,7 @@ class HttpApi:
         try:
             self.server = await asyncio.start_server(self._connection, self.host, self.port, limit=MAX_HEADER_BYTES)
         except OSError as exc:
-            raise RiverbedError(
+            raise PortInUseError(
                 f"cannot serve the HTTP API on {self.host}:{self.port}: {exc.strerror or exc}; set [http] port "
                 "(0 = any free port) or [http] enabled = false"
             ) from exc
