@@ -4,11 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv system-deps compose-plugin demo test test-unit bench broker-start broker-stop clean
+.PHONY: help venv system-deps compose-plugin demo lint test test-unit bench broker-start broker-stop clean
 
 help:
 	@echo "make demo    set up, start the local Kafka broker, replay a dataset with delayed labels, print a report"
-	@echo "make test    set up and run the whole test suite (starts its own broker on port 19092)"
+	@echo "make test    set up, lint, and run the whole test suite (starts its own broker on port 19092)"
+	@echo "make lint    ruff and mypy (configured in pyproject.toml) on the packages; ruff also on tests and bench"
 	@echo "make system-deps  Debian's prometheus and chromium for the operations tests (as root, when missing)"
 	@echo "make bench   throughput and latency benchmark (not part of make test)"
 	@echo "make clean   remove the virtualenv and local state"
@@ -55,7 +56,14 @@ compose-plugin:
 demo: venv
 	$(BIN)/riverbed demo
 
-test: venv system-deps compose-plugin
+# ruff and mypy read their settings from pyproject.toml; examples/ is not linted yet.
+PACKAGES := riverbed stream learners state
+
+lint: venv
+	$(BIN)/ruff check $(PACKAGES) tests bench
+	$(BIN)/mypy $(PACKAGES)
+
+test: venv lint system-deps compose-plugin
 	$(BIN)/python -m pytest
 
 test-unit: venv

@@ -25,6 +25,17 @@ What is measured (all rows, same broker, same data, same run):
 - **recovery**: ``riverbed run`` as a subprocess on the full backlog, ``SIGKILL`` mid-way, restart;
   time from the restart (just before ``Popen``) to the Kafka timestamp of the first prediction
   record appended after the kill.
+- **soak** (``--rows soak`` only, not a default row): ``--soak-events`` events with labels through
+  the live processor at a steady ``--soak-rate`` (default 50 % of the riverbed row's rate); RSS
+  when 100,000 events were applied and at the end (goal: growth ≤ 10 %), pending entries,
+  learned ids and state-dir size every ``--soak-sample-s`` seconds, and every GC pause.
+
+Security: with ``--bootstrap``, the ``[kafka]`` security keys of the caller's config
+(``--config`` or ``$RIVERBED_CONFIG``, then ``RIVERBED_KAFKA_*``) go into every riverbed config and
+worker spec the bench builds, the bench's own kafka-python clients log in through a
+:class:`~stream.connect.security.SecuredBootstrap`, and ``$RIVERBED_KAFKA_SASL_PASSWORD`` (never
+written anywhere) is passed through to the worker processes. The Faust row is plaintext only and
+is skipped under TLS or SASL.
 """
 
 from __future__ import annotations
@@ -48,7 +59,14 @@ from bench.worker import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
-ALL_ROWS = ("bare", "riverbed", "lean", "faust", "naive", "latency", "recovery", "guarantees")
+DEFAULT_ROWS = ("bare", "riverbed", "lean", "faust", "naive", "latency", "recovery", "guarantees")
+ALL_ROWS = (*DEFAULT_ROWS, "soak")
+#: The ``[kafka]`` keys that say how a client logs in (the password is never one of them).
+SECURITY_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password_file",
+                 "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
+#: The soak's RSS is compared between this many events applied and the end.
+SOAK_RSS_MARK = 100_000
+TARGET_SOAK_RSS_GROWTH = 0.10
 ROW_TITLES = {
     "bare": "limit P (bare River loop)",
     "riverbed": "riverbed (default config)",
@@ -79,13 +97,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--faust-events", type=int, default=30_000,
                    help="events for the faust row, the slowest (default 30000, capped at --events)")
     p.add_argument("--models", default="logreg,hoeffding_adaptive", help="comma-separated presets")
-    p.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma-separated subset of {','.join(ALL_ROWS)}")
+    p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                   help=f"comma-separated subset of {','.join(ALL_ROWS)} (default: all but soak)")
     p.add_argument("--dataset", default="sea", help="built-in dataset replayed as the workload (default sea)")
     p.add_argument("--loads", default="0.1,0.5,0.8", help="latency runs at these fractions of riverbed's rate")
     p.add_argument("--latency-seconds", type=float, default=12.0, help="length of each latency run")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(ROOT)})")
     p.add_argument("--bootstrap", default="", help="use this running Kafka instead of starting one")
     p.add_argument("--port", type=int, default=29092, help="port of the benchmark's own broker (controller: +1)")
+    p.add_argument("--config", default=None,
+                   help="riverbed config whose [kafka] security keys the clients use with --bootstrap "
+                        "(default: $RIVERBED_CONFIG, then RIVERBED_KAFKA_* overrides)")
+    p.add_argument("--soak-events", type=int, default=1_000_000, help="events (with labels) of the soak row")
+    p.add_argument("--soak-rate", type=float, default=None,
+                   help="events/s of the soak row (default: 50%% of the riverbed row's rate)")
+    p.add_argument("--soak-sample-s", type=float, default=2.0, help="seconds between the soak row's samples")
     return p.parse_args(argv)
 
 
@@ -93,7 +119,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
+    """The children's environment: no ``RIVERBED_*`` settings (the specs say everything), but the SASL password."""
+    from stream.config import SASL_PASSWORD_ENV
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_") or k == SASL_PASSWORD_ENV}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -139,9 +168,31 @@ def topic_names(prefix: str) -> dict:
     return {name: f"{prefix}-{name}" for name in ("events", "labels", "predictions", "deadletter")}
 
 
-def riverbed_sections(bootstrap: str, topics: dict, state_dir: Path, preset: str, **extra) -> dict:
+def security_keys(config_path: str | None) -> dict:
+    """The ``[kafka]`` security keys of the caller's config (``config_path``, ``$RIVERBED_CONFIG``, ``RIVERBED_KAFKA_*``).
+
+    A config that cannot be read, or a SASL setup without a password source, ends the run with
+    one line.
+    """
+    from stream.config import load_config
+    from stream.errors import ConfigError
+
+    try:
+        kafka = load_config(config_path).kafka
+    except ConfigError as exc:
+        raise SystemExit(f"riverbed: error: {exc}") from None
+    return {key: getattr(kafka, key) for key in SECURITY_KEYS}
+
+
+def is_secured(security: dict) -> bool:
+    return security.get("security_protocol", "PLAINTEXT") != "PLAINTEXT"
+
+
+def riverbed_sections(ctx: dict, topics: dict, state_dir: Path, preset: str, **extra) -> dict:
+    """A riverbed config for ``ctx``'s Kafka (bootstrap and security keys) with ``extra`` sections merged in."""
     sections = {
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"riverbed-{uuid.uuid4().hex[:6]}"},
+        "kafka": {"bootstrap_servers": str(ctx["bootstrap"]), "group_id": f"riverbed-{uuid.uuid4().hex[:6]}",
+                  **ctx["security"]},
         "topics": topics,
         "state": {"dir": str(state_dir)},
         "model": {"preset": preset, "task": "binary"},
@@ -183,7 +234,10 @@ def create_log_append_time_topic(bootstrap: str, name: str) -> None:
 def end_offset(bootstrap: str, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    from stream.connect.security import carried_security
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             **carried_security(bootstrap))
     try:
         tp = TopicPartition(topic, 0)
         return consumer.end_offsets([tp])[tp]
@@ -194,8 +248,11 @@ def end_offset(bootstrap: str, topic: str) -> int:
 def read_records(bootstrap: str, topic: str, start: int = 0, expected: int | None = None, idle_ms: int = 3000):
     from kafka import KafkaConsumer, TopicPartition
 
+    from stream.connect.security import carried_security
+
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             isolation_level="read_committed", consumer_timeout_ms=idle_ms)
+                             isolation_level="read_committed", consumer_timeout_ms=idle_ms,
+                             **carried_security(bootstrap))
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     consumer.seek(tp, start)
@@ -213,11 +270,17 @@ def read_records(bootstrap: str, topic: str, start: int = 0, expected: int | Non
 def run_comparator(entry: dict, base: dict, kind: str, n: int, bootstrap: str, topics: dict, workdir) -> None:
     """One peer-implementation row (``faust`` or ``naive``); its failure must not lose the other rows."""
     preset = base["preset"]
+    if kind == "faust" and is_secured(base["kafka"]):
+        reason = (f"faust: skipped, the Faust row is plaintext only and [kafka] security_protocol is "
+                  f"{base['kafka']['security_protocol']!r}")
+        say(f"{preset}: {reason}")
+        entry.setdefault("skipped", []).append(reason)
+        return
     own = {**topics, "predictions": f"{topics['events']}-{kind}-{preset}-predictions"}
     create(bootstrap, {"predictions": own["predictions"]})
     try:
         entry["rows"][kind] = run_row(
-            {**base, "kind": kind, "n": n, "bootstrap": bootstrap, "topics": own,
+            {**base, "kind": kind, "n": n, "bootstrap": str(bootstrap), "topics": own,
              "app_id": f"bench-{kind}-{uuid.uuid4().hex[:6]}"}, workdir, timeout=600)
         say(f"{preset}: {kind} {entry['rows'][kind]['rate']:,.0f} events/s")
     except Exception as exc:
@@ -241,7 +304,7 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float, **extra) -
     topics = topic_names(f"live-{preset}-{int(load * 100)}-{uuid.uuid4().hex[:6]}")
     create_log_append_time_topic(bootstrap, topics["predictions"])
     create(bootstrap, topics)
-    sections = riverbed_sections(bootstrap, topics, workdir / f"state-{topics['events']}", preset, **extra)
+    sections = riverbed_sections(ctx, topics, workdir / f"state-{topics['events']}", preset, **extra)
     out = workdir / f"live-{uuid.uuid4().hex[:8]}.json"
     spec = {"kind": "riverbed_live", "config": sections, "target": 2 * n, "out": str(out)}
     proc = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=ROOT, env=_env(),
@@ -251,8 +314,8 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float, **extra) -
         proc.kill()
         raise RuntimeError("the live processor did not start")
     broker_cpu = _process_cpu_seconds(ctx.get("broker_pid"))
-    producer = run_row({"kind": "producer", "bootstrap": bootstrap, "topics": topics, "rate": target_rate, "n": n,
-                        "dataset": ctx["dataset"], "label_delay": 100}, workdir)
+    producer = run_row({"kind": "producer", "bootstrap": str(bootstrap), "kafka": ctx["security"], "topics": topics,
+                        "rate": target_rate, "n": n, "dataset": ctx["dataset"], "label_delay": 100}, workdir)
     if broker_cpu is not None:
         broker_cpu = _process_cpu_seconds(ctx.get("broker_pid")) - broker_cpu
     try:
@@ -260,7 +323,7 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float, **extra) -
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise RuntimeError("the live processor did not see every event and label within 300 s")
+        raise RuntimeError("the live processor did not see every event and label within 300 s") from None
     result = json.loads(out.read_text())
     records = read_records(bootstrap, topics["predictions"], expected=n)
     warmup = int(0.1 * len(records))  # the first 10% (connection warm-up, first batches) are left out
@@ -294,7 +357,7 @@ def measure_guarantees(ctx: dict, preset: str, topics: dict) -> dict:
         own = {**topics, "predictions": f"{topics['events']}-{guarantee}-{preset}-predictions",
                "deadletter": f"{topics['events']}-{guarantee}-{preset}-deadletter"}
         create(bootstrap, own)
-        sections = riverbed_sections(bootstrap, own, workdir / f"state-{guarantee}-{preset}", preset,
+        sections = riverbed_sections(ctx, own, workdir / f"state-{guarantee}-{preset}", preset,
                                      output={"guarantee": guarantee})
         found[guarantee] = {"throughput": run_row({"kind": "riverbed", "config": sections, "target": 2 * n}, workdir)}
         say(f"{preset}: {guarantee} {found[guarantee]['throughput']['rate']:,.0f} events/s")
@@ -307,6 +370,48 @@ def measure_guarantees(ctx: dict, preset: str, topics: dict) -> dict:
     found["ratio"] = found["exactly_once"]["throughput"]["rate"] / base_rate
     say(f"{preset}: exactly-once / at-least-once throughput = {found['ratio']:.3f}")
     return found
+
+
+def measure_soak(ctx: dict, preset: str, rate: float, n: int, sample_s: float) -> dict:
+    """The live processor fed ``n`` events (and labels) at ``rate`` events/s; its probes' report (:class:`bench.worker.SoakProbes`)."""
+    bootstrap, workdir = ctx["bootstrap"], ctx["workdir"]
+    topics = topic_names(f"soak-{preset}-{uuid.uuid4().hex[:6]}")
+    create(bootstrap, topics)
+    sections = riverbed_sections(ctx, topics, workdir / f"state-{topics['events']}", preset)
+    out = workdir / f"soak-{uuid.uuid4().hex[:8]}.json"
+    mark = SOAK_RSS_MARK if n > SOAK_RSS_MARK else n // 2
+    spec = {"kind": "riverbed_soak", "config": sections, "target": 2 * n, "rss_mark": mark, "sample_s": sample_s,
+            "out": str(out)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watcher = _StderrWatcher(proc, "READY")
+    if not watcher.seen.wait(120):
+        proc.kill()
+        raise RuntimeError("the soak's live processor did not start")
+    expected_s = n / rate
+    producer = run_row({"kind": "producer", "bootstrap": str(bootstrap), "kafka": ctx["security"], "topics": topics,
+                        "rate": rate, "n": n, "dataset": ctx["dataset"], "label_delay": 100, "id_prefix": "soak"},
+                       workdir, timeout=2 * expected_s + 300)
+    try:
+        proc.wait(timeout=expected_s + 300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(
+            f"the soak's processor did not see every event and label within {expected_s + 300:.0f} s") from None
+    result = json.loads(out.read_text())
+    return {"events": n, "target_rate": rate, "offered_rate": producer["rate"], "seconds": producer["seconds"],
+            "processor_peak_rss_bytes": result["peak_rss_bytes"], **result["soak"]}
+
+
+def report_soak(preset: str, soak: dict) -> None:
+    """One progress line: RSS at the mark and at the end, state growth, GC p99."""
+    mib = 2 ** 20
+    growth = soak.get("rss_growth")
+    say(f"{preset}: soak RSS {_fmt(soak['rss_at_mark_bytes'] and soak['rss_at_mark_bytes'] / mib, '.0f')} MB at "
+        f"{soak['rss_mark_events']:,} events, {_fmt(soak['rss_at_end_bytes'] and soak['rss_at_end_bytes'] / mib, '.0f')}"
+        f" MB at {soak['events']:,} ({_fmt(growth, '+.1%')}); state dir "
+        f"{soak['state_dir_end_bytes'] / mib:.1f} MB; GC p99 {soak['gc_pauses'].get('p99', 0) * 1e3:.2f} ms")
 
 
 def _process_cpu_seconds(pid: int | None) -> float | None:
@@ -324,15 +429,16 @@ def measure_recovery(ctx: dict, preset: str, topics: dict, rate: float) -> dict:
     """``riverbed run`` on the backlog, SIGKILL mid-way, restart: time to the first new prediction."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from stream.ops.status import read_status
     from stream.config import to_toml
+    from stream.connect.security import carried_security
+    from stream.ops.status import read_status
 
     bootstrap, workdir, n = ctx["bootstrap"], ctx["workdir"], ctx["events"]
     own = {**topics, "predictions": f"{topics['events']}-recovery-{preset}-predictions",
            "deadletter": f"{topics['events']}-recovery-{preset}-deadletter"}
     create(bootstrap, own)
     interval = 1.0
-    sections = riverbed_sections(bootstrap, own, workdir / f"state-recovery-{preset}", preset,
+    sections = riverbed_sections(ctx, own, workdir / f"state-recovery-{preset}", preset,
                                  state={"checkpoint_interval_s": interval}, log={"level": "INFO"})
     cfg = load_sections(sections)
     config_file = workdir / f"recovery-{preset}.toml"
@@ -358,7 +464,7 @@ def measure_recovery(ctx: dict, preset: str, topics: dict, rate: float) -> dict:
     high = end_offset(bootstrap, own["predictions"])
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             fetch_max_wait_ms=20)
+                             fetch_max_wait_ms=20, **carried_security(bootstrap))
     tp = TopicPartition(own["predictions"], 0)
     consumer.assign([tp])
     consumer.seek(tp, high)
@@ -428,6 +534,7 @@ def run(args: argparse.Namespace) -> dict:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    security = security_keys(args.config) if args.bootstrap else {}
     unknown = set(rows) - set(ALL_ROWS)
     if unknown:
         raise SystemExit(f"unknown rows {sorted(unknown)}; choose from {', '.join(ALL_ROWS)}")
@@ -443,7 +550,13 @@ def run(args: argparse.Namespace) -> dict:
                      "models": {}}
     try:
         bootstrap = args.bootstrap
-        if not bootstrap:
+        if bootstrap:
+            from stream.config import load_config
+            from stream.connect.security import secured_bootstrap
+
+            bootstrap = secured_bootstrap(bootstrap, load_config(None, env={}).replace(kafka=security))
+            say(f"Kafka at {bootstrap} ([kafka] security_protocol {security['security_protocol']})")
+        else:
             from stream.devtools.broker import LocalBroker
 
             cfg = load_sections({"broker": {"port": args.port, "controller_port": args.port + 1,
@@ -452,7 +565,7 @@ def run(args: argparse.Namespace) -> dict:
             say(f"starting the benchmark's own Kafka broker on {broker.bootstrap} (dir {broker.dir})")
             broker.start()
             bootstrap = broker.bootstrap
-        ctx = {"bootstrap": bootstrap, "workdir": workdir, "dataset": args.dataset, "events": args.events,
+        ctx = {"bootstrap": bootstrap, "security": security, "workdir": workdir, "dataset": args.dataset, "events": args.events,
                "latency_seconds": args.latency_seconds, "broker_pid": broker.running_pid() if broker else None}
         workload = Workload(args.dataset, args.events)
         topics = topic_names(f"bench-{args.dataset}-{uuid.uuid4().hex[:6]}")
@@ -466,17 +579,17 @@ def run(args: argparse.Namespace) -> dict:
             say(f"== {preset} ==")
             entry: dict = {"rows": {}}
             results["models"][preset] = entry
-            base = {"dataset": args.dataset, "preset": preset}
+            base = {"dataset": args.dataset, "preset": preset, "kafka": security}
             if "bare" in rows:
                 say(f"{preset}: the limit P, bare River loop on {args.events:,} events")
                 entry["rows"]["bare"] = run_row({**base, "kind": "bare", "n": args.events}, workdir)
                 say(f"{preset}: P = {entry['rows']['bare']['rate']:,.0f} events/s")
-            if "riverbed" in rows or "latency" in rows or "recovery" in rows:
+            if "riverbed" in rows or "latency" in rows or "recovery" in rows or ("soak" in rows and not args.soak_rate):
                 say(f"{preset}: riverbed end to end on {args.events:,} events + labels already in Kafka")
                 own = {**topics, "predictions": f"{topics['events']}-rb-{preset}-predictions",
                        "deadletter": f"{topics['events']}-rb-{preset}-deadletter"}
                 create(bootstrap, own)
-                sections = riverbed_sections(bootstrap, own, workdir / f"state-{preset}", preset)
+                sections = riverbed_sections(ctx, own, workdir / f"state-{preset}", preset)
                 entry["rows"]["riverbed"] = run_row(
                     {"kind": "riverbed", "config": sections, "target": 2 * args.events}, workdir)
                 r = entry["rows"]["riverbed"]
@@ -487,7 +600,7 @@ def run(args: argparse.Namespace) -> dict:
                 own = {**topics, "predictions": f"{topics['events']}-lean-{preset}-predictions",
                        "deadletter": f"{topics['events']}-lean-{preset}-deadletter"}
                 create(bootstrap, own)
-                sections = riverbed_sections(bootstrap, own, workdir / f"state-lean-{preset}", preset,
+                sections = riverbed_sections(ctx, own, workdir / f"state-lean-{preset}", preset,
                                              model=LEAN["model"], drift=LEAN["drift"])
                 entry["rows"]["lean"] = run_row(
                     {"kind": "riverbed", "config": sections, "target": 2 * args.events}, workdir)
@@ -526,6 +639,15 @@ def run(args: argparse.Namespace) -> dict:
                 except Exception as exc:
                     say(f"{preset}: guarantee measurement failed: {exc}")
                     entry.setdefault("errors", []).append(f"guarantees: {exc}")
+            soak_rate = args.soak_rate or (0.5 * rate if rate else None)
+            if "soak" in rows and soak_rate:
+                say(f"{preset}: soak, {args.soak_events:,} events with labels at {soak_rate:,.0f} events/s")
+                try:
+                    entry["soak"] = measure_soak(ctx, preset, soak_rate, args.soak_events, args.soak_sample_s)
+                    report_soak(preset, entry["soak"])
+                except Exception as exc:
+                    say(f"{preset}: soak failed: {exc}")
+                    entry.setdefault("errors", []).append(f"soak: {exc}")
             if "recovery" in entry:
                 say(f"{preset}: first new prediction {entry['recovery']['seconds']:.2f} s after the restart")
             derive(entry, preset)
@@ -566,6 +688,8 @@ def derive(entry: dict, preset: str) -> None:
     if "guarantees" in entry:
         targets[f"exactly-once >= {TARGET_EXACTLY_ONCE_RATIO} x at-least-once"] = (
             entry["guarantees"]["ratio"] >= TARGET_EXACTLY_ONCE_RATIO)
+    if entry.get("soak", {}).get("rss_growth") is not None:
+        targets[f"soak RSS growth <= {TARGET_SOAK_RSS_GROWTH:.0%}"] = entry["soak"]["rss_growth"] <= TARGET_SOAK_RSS_GROWTH
     entry["targets"] = targets
 
 
@@ -642,10 +766,45 @@ def markdown(results: dict) -> str:
     if guarantee_rows:
         lines += ["", "| model | [output] guarantee | events/s | latency p50 / p99 ms at 50% load | × at-least-once |",
                   "|---|---|---:|---|---:|", *guarantee_rows]
+    lines += soak_markdown(results)
     for preset, entry in results["models"].items():
+        for reason in entry.get("skipped", []):
+            lines.append(f"\n{preset}: {reason}")
         for error in entry.get("errors", []):
             lines.append(f"\n{preset}: measurement failed: {error}")
     return "\n".join(lines)
+
+
+def _mib(value) -> str:
+    return _fmt(value and value / 2**20, ".1f")
+
+
+def soak_markdown(results: dict) -> list[str]:
+    """The soak's summary row per model, then its samples (at most about 12 per model)."""
+    soaks = {preset: entry["soak"] for preset, entry in results["models"].items() if "soak" in entry}
+    if not soaks:
+        return []
+    lines = ["", "| model | soak events | offered events/s | RSS MB at mark / end (growth) | pending max "
+             "| learned ids | state dir MB (per million labels) | GC: collections, p99 / max ms, total s |",
+             "|---|---:|---:|---|---:|---:|---|---|"]
+    for preset, soak in soaks.items():
+        gc_pauses = soak["gc_pauses"]
+        lines.append(
+            f"| {preset} | {soak['events']:,} | {soak['offered_rate']:,.0f} | {_mib(soak['rss_at_mark_bytes'])} at "
+            f"{soak['rss_mark_events']:,} / {_mib(soak['rss_at_end_bytes'])} ({_fmt(soak['rss_growth'], '+.1%')}) | "
+            f"{_fmt(soak['pending_max'], ',.0f')} | {soak['learned_ids_end']:,} | {_mib(soak['state_dir_end_bytes'])} "
+            f"({_mib(soak['state_dir_bytes_per_million_labels'])}) | {gc_pauses['n']}, "
+            f"{gc_pauses.get('p99', 0) * 1e3:.2f} / {gc_pauses.get('max', 0) * 1e3:.2f}, "
+            f"{gc_pauses['total_seconds']:.2f} |")
+    lines += ["", "| model | s | events | RSS MB | pending | learned ids | state dir MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for preset, soak in soaks.items():
+        samples = soak["samples"]
+        step = max(1, len(samples) // 12)
+        for sample in samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else []):
+            lines.append(f"| {preset} | {sample['seconds']:.0f} | {sample['events']:,} | {_mib(sample['rss_bytes'])} | "
+                         f"{_fmt(sample['pending'], ',.0f')} | {sample['learned_ids']:,} | "
+                         f"{_mib(sample['state_dir_bytes'])} |")
+    return lines
 
 
 def main(argv=None) -> int:

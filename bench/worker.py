@@ -20,27 +20,48 @@ Rows
     A straightforward faust-streaming pipeline (see :func:`run_faust`).
 ``naive``
     A newcomer's kafka-python loop (see :func:`run_naive`).
+``riverbed_soak``
+    The live processor on a long run (``riverbed_live`` without the per-label freshness list),
+    sampled every ``sample_s`` seconds by :class:`SoakProbes`: RSS, pending entries, learned
+    ids, state-dir size; every garbage collection timed by :class:`GcPauses`.
 ``producer``
     A rate-limited aiokafka producer of the workload's events and labels, each message stamped
     with its wall-clock create time in ``ts``.
+
+Every Kafka client a row makes takes the ``[kafka]`` security keys of ``spec["kafka"]``
+(:func:`_security_config`); the SASL password is never in the spec: it is read from
+``$RIVERBED_KAFKA_SASL_PASSWORD`` (or ``sasl_password_file``), which the suite passes through.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import os
 import resource
 import sys
 import struct
+import threading
 import time
+from array import array
+from pathlib import Path
 
 import msgpack
 
 
 def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss_bytes() -> int:
+    """This process's resident set size now (``VmRSS`` of /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _say(message: str) -> None:
@@ -51,6 +72,27 @@ def _config(spec: dict):
     from stream.config import load_config
 
     return load_config(None, env={}).replace(**spec["config"])
+
+
+def _security_config(spec: dict):
+    """A config holding only the spec's ``[kafka]`` security keys (no password: that comes from the environment)."""
+    from stream.config import load_config
+
+    return load_config(None, env={}).replace(kafka=spec.get("kafka", {}))
+
+
+def _kafka_python_security(spec: dict) -> dict:
+    """Keyword arguments that log kafka-python clients in as ``spec["kafka"]`` says."""
+    from stream.connect.security import kafka_python_security
+
+    return kafka_python_security(_security_config(spec))
+
+
+def _aiokafka_security(spec: dict) -> dict:
+    """Keyword arguments that log aiokafka clients in as ``spec["kafka"]`` says."""
+    from stream.connect.security import aiokafka_security
+
+    return aiokafka_security(_security_config(spec))
 
 
 def _workload(spec: dict):
@@ -84,16 +126,21 @@ def _measured_processor_class():
 
         def apply(self, items, until=float("inf")):
             run = self.run
-            if not run.ready and run.record_freshness:
+            if not run.ready and run.live:
                 run.ready = True
+                if run.on_ready is not None:
+                    run.on_ready()
                 print("READY", file=sys.stderr, flush=True)
             if run.t_first is None and run.merge.buffered():
                 run.t_first = time.perf_counter()
                 run.cpu_first = time.process_time()
             n = super().apply(items, until)
             counts = self.state.counts
+            if run.rss_mark is not None and run.rss_at_mark is None and counts["events"] >= run.rss_mark:
+                run.rss_at_mark = _rss_bytes()
             if run.t_done is None and counts["events"] + counts["labels"] >= run.target:
                 run.t_done = time.perf_counter()
+                run.rss_at_done = _rss_bytes() if run.rss_mark is not None else None
                 run.stop()
             return n
 
@@ -105,9 +152,16 @@ def _measured_processor_class():
     class MeasuredProcessor(Processor):
         """The real processor, plus clocks: first record in, last prediction acknowledged."""
 
-        def __init__(self, *args, target: int, record_freshness: bool = False, **kwargs):
+        def __init__(self, *args, target: int, record_freshness: bool = False, live: bool | None = None,
+                     rss_mark: int | None = None, **kwargs):
             super().__init__(*args, **kwargs)
             self.target = target
+            self.live = record_freshness if live is None else live  # say READY on the first apply
+            self.on_ready = None  # called once, just before READY
+            self.rss_mark = rss_mark  # note the RSS when this many events were applied (soak)
+            self.rss_at_mark: int | None = None
+            self.rss_at_done: int | None = None
+            self.measured_handlers = None
             self.t_first: float | None = None
             self.t_done: float | None = None
             self.t_acked: float | None = None
@@ -119,10 +173,11 @@ def _measured_processor_class():
             cfg = self.config
             from stream.engine.codecs import OutputCodec
 
-            return MeasuredHandlers(
+            self.measured_handlers = MeasuredHandlers(
                 state, store.pending, store.learned, output, OutputCodec(cfg.codec.output), self.topics,
                 ttl_s=cfg.labels.ttl_s, publish_challengers=cfg.challengers.publish, observer=telemetry, run=self,
             )
+            return self.measured_handlers
 
         async def checkpoint(self, wait=True):
             await super().checkpoint(wait)
@@ -132,15 +187,21 @@ def _measured_processor_class():
     return MeasuredProcessor
 
 
-def run_riverbed(spec: dict, live: bool = False) -> dict:
+def run_riverbed(spec: dict, live: bool = False, soak: bool = False) -> dict:
+    """The processor until ``spec["target"]`` events + labels were applied; ``soak`` adds :class:`SoakProbes`."""
     from prometheus_client import CollectorRegistry
 
     cfg = _config(spec)
     registry = CollectorRegistry()
     processor = _measured_processor_class()(
-        cfg, registry=registry, serve_metrics=False, target=spec["target"], record_freshness=live
+        cfg, registry=registry, serve_metrics=False, target=spec["target"], record_freshness=live and not soak,
+        live=live or soak, rss_mark=spec.get("rss_mark") if soak else None,
     )
-    summary = asyncio.run(processor.run())
+    probes = SoakProbes(processor, registry, Path(cfg.state.dir), spec.get("sample_s", 2.0)) if soak else None
+    if probes is not None:
+        processor.on_ready = probes.start
+    with probes if probes is not None else contextlib.nullcontext():
+        summary = asyncio.run(processor.run())
     seconds = processor.t_acked - processor.t_first
     ckpt_sum = registry.get_sample_value("riverbed_checkpoint_duration_seconds_sum") or 0.0
     ckpt_count = registry.get_sample_value("riverbed_checkpoint_duration_seconds_count") or 0.0
@@ -162,7 +223,130 @@ def run_riverbed(spec: dict, live: bool = False) -> dict:
     if live:
         fresh = sorted(processor.freshness)
         result["freshness"] = percentiles(fresh)
+    if probes is not None:
+        result["soak"] = probes.report()
     return result
+
+
+# -- the soak: memory, state and collector pauses over a long live run ---------------------------
+
+
+class GcPauses:
+    """Every cyclic garbage collection of this process, timed through :data:`gc.callbacks`.
+
+    A pause is the wall time from the collector's ``"start"`` to its ``"stop"`` callback (explicit
+    ``gc.collect()`` calls included). Pauses are kept in an ``array('d')``: 8 bytes per
+    collection, so the soak's own bookkeeping does not grow the RSS it measures.
+    """
+
+    def __init__(self) -> None:
+        self.pauses = array("d")
+        self.by_generation = [0, 0, 0]
+        self._started: float | None = None
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.pauses.append(time.perf_counter() - self._started)
+            self.by_generation[min(2, info.get("generation", 2))] += 1
+            self._started = None
+
+    def install(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict:
+        """Collections, total collector seconds, pause percentiles and collections per generation."""
+        return {**percentiles(list(self.pauses)), "total_seconds": sum(self.pauses),
+                "by_generation": list(self.by_generation)}
+
+
+def _dir_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (a file vanishing mid-walk, as RocksDB compacts, is skipped)."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(folder, name)).st_size
+    return total
+
+
+class SoakProbes:
+    """Samples of a live processor every ``every_s`` seconds, from a thread, plus its GC pauses.
+
+    Each sample: seconds since READY, events and labels applied, RSS (/proc/self/status),
+    ``riverbed_pending_entries`` (the gauge ``/metrics`` serves, read from the processor's
+    registry), learned ids kept (the learned-id store's count) and the state directory's size.
+    """
+
+    def __init__(self, processor, registry, state_dir: Path, every_s: float):
+        self.processor, self.registry, self.state_dir, self.every_s = processor, registry, state_dir, every_s
+        self.samples: list[dict] = []
+        self.gc = GcPauses()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample_until_stopped, name="soak-probes", daemon=True)
+        self._t0: float | None = None
+
+    def start(self) -> None:
+        """Called on the first apply (after start-up): from now on collections and samples count."""
+        self._t0 = time.monotonic()
+        self.gc.install()
+        self.samples.append(self.sample())
+        self._thread.start()
+
+    def __enter__(self) -> "SoakProbes":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.gc.remove()
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append(self.sample())
+
+    def sample(self) -> dict:
+        handlers = self.processor.measured_handlers
+        counts = handlers.state.counts if handlers is not None else {"events": 0, "labels": 0}
+        return {
+            "seconds": time.monotonic() - (self._t0 or time.monotonic()),
+            "events": counts["events"],
+            "labels": counts["labels"],
+            "rss_bytes": _rss_bytes(),
+            "pending": self.registry.get_sample_value("riverbed_pending_entries"),
+            "learned_ids": len(handlers.learned) if handlers is not None else 0,
+            "state_dir_bytes": _dir_bytes(self.state_dir),
+        }
+
+    def report(self) -> dict:
+        """RSS at the mark and at the end, state growth per million labels, GC pauses, the samples."""
+        processor, samples = self.processor, self.samples
+        final = {**self.sample(), "seconds": samples[-1]["seconds"] if samples else 0.0}  # after the last checkpoint
+        # growth from the first sample at the RSS mark (steady state, past RocksDB's fixed files) to the end
+        mark = processor.rss_mark or 0
+        base = next((s for s in samples if s["labels"] > 0 and s["events"] >= mark), final)
+        labels_added = final["labels"] - base["labels"]
+        state_added = final["state_dir_bytes"] - base["state_dir_bytes"]
+        return {
+            "rss_mark_events": processor.rss_mark,
+            "rss_at_mark_bytes": processor.rss_at_mark,
+            "rss_at_end_bytes": processor.rss_at_done,
+            "rss_growth": (processor.rss_at_done / processor.rss_at_mark - 1
+                           if processor.rss_at_mark and processor.rss_at_done else None),
+            "pending_max": max((s["pending"] or 0 for s in samples), default=None),
+            "learned_ids_end": final["learned_ids"],
+            "state_dir_end_bytes": final["state_dir_bytes"],
+            "state_dir_bytes_per_million_labels": state_added / labels_added * 1e6 if labels_added else None,
+            "gc_pauses": self.gc.summary(),
+            "sample_s": self.every_s,
+            "samples": samples + [final],
+        }
 
 
 def percentiles(values: list[float]) -> dict:
@@ -190,6 +374,9 @@ def run_faust(spec: dict) -> dict:
     agent can run ahead of the event agent; a label whose event has not been seen yet waits in
     an ``early`` table and is learned right after its event is predicted. So every label is
     learned once, as in riverbed.
+
+    Plaintext only: the app is given ``kafka://host:port`` and none of ``[kafka]``'s TLS or SASL
+    settings, so the suite skips this row (and says so) when security is configured.
     """
     import faust
     from learners import build_model
@@ -294,11 +481,12 @@ def run_naive(spec: dict) -> dict:
 
     model = build_model(spec["preset"], "binary")
     topics = spec["topics"]
+    security = _kafka_python_security(spec)
     consumer = KafkaConsumer(
         topics["events"], topics["labels"],
-        bootstrap_servers=spec["bootstrap"], group_id=spec["app_id"], auto_offset_reset="earliest",
+        bootstrap_servers=spec["bootstrap"], group_id=spec["app_id"], auto_offset_reset="earliest", **security,
     )
-    producer = KafkaProducer(bootstrap_servers=spec["bootstrap"])
+    producer = KafkaProducer(bootstrap_servers=spec["bootstrap"], **security)
     pending: dict = {}
     early: dict = {}
     events = labels = joined = n_early = 0
@@ -367,7 +555,7 @@ async def _produce_at_rate(spec: dict) -> dict:
     rows = list(_workload(spec).records(id_prefix=spec.get("id_prefix", "live")))
     events = [r for r in rows if r.kind == "event"]
     ys = {r.id: r.value["y"] for r in rows if r.kind == "label"}
-    producer = AIOKafkaProducer(bootstrap_servers=spec["bootstrap"], acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=spec["bootstrap"], acks="all", linger_ms=0, **_aiokafka_security(spec))
     await producer.start()
     pack = msgpack.Packer(use_bin_type=True).pack
     # Everything but the time stamp is encoded before the clock starts: "ts" is packed last, as
@@ -441,6 +629,7 @@ ROWS = {
     "bare": run_bare,
     "riverbed": run_riverbed,
     "riverbed_live": lambda spec: run_riverbed(spec, live=True),
+    "riverbed_soak": lambda spec: run_riverbed(spec, soak=True),
     "faust": run_faust,
     "naive": run_naive,
     "producer": run_producer,

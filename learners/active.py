@@ -175,6 +175,7 @@ class LabelRequestSampler:
             if self.seen <= previous:  # this event and the rest of yesterday's count
                 return float(previous - self.seen + 1)
             return max(0.1 * previous, 1.0)  # busier than the previous window: assume a little more
+        assert self.window is not None and self._first_ts is not None, "_enter(ts) runs first"
         elapsed = ts - self._first_ts
         if self.seen < 2 or elapsed <= 0:
             return None

@@ -223,6 +223,7 @@ class InputMonitor:
         self.n_events += 1
         fired = []
         if score is not None and score == score:
+            assert self.score is not None, "enabled monitors watch the score"
             if self.score.update(score) == "drift":
                 fired.append("score")
         features = self.features
@@ -246,6 +247,7 @@ class InputMonitor:
 
     def monitor(self, signal: str) -> DriftMonitor:
         if signal == "score":
+            assert self.score is not None, "only an enabled monitor signals 'score'"
             return self.score
         return self.features[signal.split(":", 1)[1]]
 

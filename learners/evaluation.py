@@ -168,7 +168,7 @@ class Prequential:
         ({'accuracy': 0.6666666666666666}, {'accuracy': 1.0})
         """
         return {
-            name: _real(metric.get()) if metric.window else None for name, metric in self.rolling.items()
+            name: _real(metric.obj.get()) if metric.window else None for name, metric in self.rolling.items()
         }
 
     def set_window(self, window: int | None) -> None:
@@ -186,7 +186,7 @@ class Prequential:
 
     def rolling_value(self, name: str) -> float:
         """One metric's rolling value."""
-        return _real(self.rolling[name].get())
+        return _real(self.rolling[name].obj.get())
 
     def rolling_count(self) -> int:
         """How many scored predictions the rolling window currently holds."""

@@ -64,7 +64,7 @@ class _HashWriter:
         return len(data)
 
 
-class _CanonicalPickler(pickle._Pickler):  # type: ignore[name-defined]
+class _CanonicalPickler(pickle._Pickler):
     """The pure-Python pickler (its ``save`` can be hooked) writing canonical forms.
 
     Each replaced object gets one replacement object for the whole dump, kept alive together with
@@ -72,7 +72,7 @@ class _CanonicalPickler(pickle._Pickler):  # type: ignore[name-defined]
     works on replacements exactly as on the originals.
     """
 
-    def __init__(self, file):
+    def __init__(self, file) -> None:
         super().__init__(file, protocol=5)
         self._replacements: dict[int, tuple[object, object]] = {}
 

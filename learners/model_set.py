@@ -238,6 +238,7 @@ class ModelSet:
             record.append([name, y_pred, None if proba is None else list(proba.items())])
             if name == self.serving:
                 served = (y_pred, proba, model.n_learned)
+        assert served is not None, "the serving model is one of the models"
         y_pred, proba, version = served
         self.events_seen += 1
         notices: list = []
@@ -273,12 +274,13 @@ class ModelSet:
             if name in self.models:
                 model.learn_unscored(x, y)
         if self.promotion is not None and len(self.models) > 1:
-            notices += self._check_challengers(scored, ts)
+            notices += self._check_challengers(self.promotion, scored, ts)
         return notices
 
     # -- drift actions -------------------------------------------------------------------------
 
     def _on_drift(self, name: str, signal: str, monitor: DriftMonitor, ts) -> list:
+        assert self.drift is not None, "drift monitors exist only with drift settings"
         action = self.drift.action(signal)
         notice = DriftDetected(name, monitor.detector_name, signal, self.events_seen, ts, action)
         self.drift_log.append(notice.as_dict())
@@ -332,8 +334,7 @@ class ModelSet:
 
     # -- champion / challenger -----------------------------------------------------------------
 
-    def _check_challengers(self, scored: set[str], ts) -> list:
-        policy = self.promotion
+    def _check_challengers(self, policy: PromotionPolicy, scored: set[str], ts) -> list:
         metric = policy.metric
         champion = self.serving
         if champion not in scored:
@@ -356,9 +357,9 @@ class ModelSet:
             return []
         ready.sort(key=lambda item: (-item[0], item[1]))
         _, winner, value = ready[0]
-        return [self._switch(winner, champion_value, value, ts)]
+        return [self._switch(winner, metric, champion_value, value, ts)]
 
-    def _switch(self, winner: str, from_value: float, to_value: float, ts) -> ModelSwitched:
+    def _switch(self, winner: str, metric: str, from_value: float, to_value: float, ts) -> ModelSwitched:
         old = self.serving
         kind = "rollback" if winner == self.predecessor else "promotion"
         self.serving = winner
@@ -368,7 +369,7 @@ class ModelSet:
         self.streaks = dict.fromkeys(self.models, 0)
         if self.inputs is not None and self.inputs.score is not None:
             self.inputs.score.reset()  # another model's scores: start the score baseline afresh
-        notice = ModelSwitched(kind, old, winner, self.events_seen, ts, self.promotion.metric, from_value, to_value)
+        notice = ModelSwitched(kind, old, winner, self.events_seen, ts, metric, from_value, to_value)
         self.switch_log.append(notice.as_dict())
         self._prune()
         return notice

@@ -219,16 +219,14 @@ def check_model_fits_task(model: object, task: str, origin: str = "model") -> No
             f"{origin} returned {what}, not a River estimator; "
             "return e.g. river.linear_model.LogisticRegression() or a river.compose.Pipeline"
         )
-    is_classifier = isinstance(model, base.Classifier)
-    is_regressor = isinstance(model, base.Regressor)
     if task == "regression":
-        if not is_regressor:
+        if not isinstance(model, base.Regressor):
             raise LearnerError(
                 f"{origin} is {what}, not a River regressor, but task 'regression' needs one "
                 "(e.g. preset linreg or hoeffding_regressor)"
             )
         return
-    if not is_classifier:
+    if not isinstance(model, base.Classifier):
         raise LearnerError(
             f"{origin} is {what}, not a River classifier, but task {task!r} needs one "
             f"(e.g. preset {'logreg' if task == 'binary' else 'hoeffding_adaptive'})"

@@ -71,6 +71,9 @@ class _FeatureOrder:
     """The row of an event in the fixed column order (mixed into River's wrappers)."""
 
     features: list[str]
+    # provided by the River wrapper this is mixed into (annotations only: no run-time override)
+    estimator: typing.Any
+    _get_params: typing.Callable[[], dict[str, typing.Any]]
 
     def _align_dict(self, x: dict) -> list:
         try:

@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import time
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from stream import __version__
 from stream.config import Config, load_config
@@ -48,7 +48,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 class _Parser(argparse.ArgumentParser):
     """argparse with riverbed's one-line error format."""
 
-    def error(self, message: str) -> None:  # pragma: no cover - exercised through main()
+    def error(self, message: str) -> NoReturn:  # pragma: no cover - exercised through main()
         raise ConfigError(f"{message} (see `{self.prog} --help`)")
 
 

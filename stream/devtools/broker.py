@@ -73,7 +73,7 @@ from typing import Iterator
 
 from stream.config import Config
 from stream.connect.security import SecuredBootstrap, Secret, read_sasl_password
-from stream.errors import BrokerError, KafkaUnavailableError
+from stream.errors import BrokerError
 from stream.connect.topics import cluster_info, port_accepts
 
 logger = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ them, let the oracle answer the day's requests (:meth:`Oracle.answer` with ``exp
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, Mapping
@@ -105,7 +106,7 @@ class Oracle:
         self.truth = truth
         self.labels_topic = labels_topic
         self.request_topic = request_topic
-        self._delay = {"delay_s": delay_s, "delay_events": delay_events, "interval_s": interval_s}
+        self._answer_ts = functools.partial(label_ts, delay_s=delay_s, delay_events=delay_events, interval_s=interval_s)
         self._encode = encoder(fmt)
         self.answered: set[str] = set()
         self.counts = {"requests": 0, "labels": 0, "duplicate": 0, "unknown": 0}
@@ -156,7 +157,7 @@ class Oracle:
             log.warning("no true label for requested event %r: left unanswered", event_id)
             return
         self.answered.add(event_id)
-        ts = label_ts(float(request.get("ts") or 0.0), **self._delay)
+        ts = self._answer_ts(float(request.get("ts") or 0.0))
         label = {"id": event_id, "y": y, "ts": ts}
         self._producer.send(self.labels_topic, key=event_id.encode(), value=self._encode(label))
         self.counts["labels"] += 1

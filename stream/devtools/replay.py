@@ -146,6 +146,7 @@ def schedule(
         if last_was_generated:
             label_ts = start_ts + (i + reveal_after - 0.5) * interval_s
         else:
+            assert previous_ts is not None, "a label is pending only after its event"
             label_ts = previous_ts + (i + reveal_after - last - 0.5) * interval_s
         yield _label(event_id, y, label_ts)
 

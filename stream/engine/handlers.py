@@ -260,6 +260,7 @@ class RecordHandlers:
                 counts["unmatched_labels"] += 1
             return
         x, event_ts, predictions = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        assert state.watermark is not None, "apply() advanced it to this label's time"
         if event_ts < state.watermark - self.ttl_s:
             self.pending.delete(label.id)
             counts["expired"] += 1
@@ -289,6 +290,7 @@ class RecordHandlers:
         """Drop pending entries and learned ids older than the watermark minus the TTL."""
         state = self.state
         state.events_since_sweep = 0
+        assert state.watermark is not None, "swept after an event, which advanced it"
         cutoff = state.watermark - self.ttl_s
         expired = self.pending.expire(cutoff)
         self.learned.expire(cutoff)

@@ -184,6 +184,7 @@ class EventTimeMerge:
                     best, best_key = part, key
             if best is None:
                 return
+            assert best_key is not None, "set together with best"
             if (
                 leaders
                 and not best.leads
@@ -201,6 +202,7 @@ class EventTimeMerge:
                 self.wait_expirations += 1
                 counted = True
             item = best.buffer.popleft()
+            assert item.ts is not None, "rule 2 released the invalid heads"
             if best.leads and (self.leading_ts is None or item.ts > self.leading_ts):
                 self.leading_ts = item.ts
             yield item

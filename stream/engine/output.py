@@ -23,7 +23,7 @@ prediction lands on the same partition as any other producer would put its key.
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Protocol, Sequence, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -76,12 +76,17 @@ class _Slot:
         self.progress = asyncio.Event()
 
 
-class Output(Protocol):
+BarrierT = TypeVar("BarrierT")
+"""What an output's :meth:`Output.barrier` returns and its :meth:`Output.wait` takes back."""
+
+
+class Output(Protocol[BarrierT]):
     """What the handlers, the loop and the checkpointer use of the output: :class:`BatchedOutput`
     (at-least-once) or :class:`~stream.engine.transactions.TransactionalOutput` (exactly-once)."""
 
-    acked: int
-    """Messages delivered (at-least-once: acknowledged; exactly-once: in committed transactions)."""
+    @property
+    def acked(self) -> int:
+        """Messages delivered (at-least-once: acknowledged; exactly-once: in committed transactions)."""
 
     def admit(self, items: Iterable) -> Iterable:
         """The merge items the handlers are about to apply (exactly-once marks replayed ones)."""
@@ -92,10 +97,10 @@ class Output(Protocol):
     async def submit(self) -> None:
         """Hand queued output over for delivery (waits only for backpressure)."""
 
-    def barrier(self) -> object:
+    def barrier(self) -> BarrierT:
         """Mark everything added so far (a checkpoint's snapshot takes one)."""
 
-    async def wait(self, barrier: object) -> None:
+    async def wait(self, barrier: BarrierT) -> None:
         """Return once everything before ``barrier`` is delivered; raise when it cannot be."""
 
     def raise_if_failed(self) -> None:

@@ -283,6 +283,7 @@ class Processor:
     async def _consume(self, kafka: KafkaIO, partitions: dict[str, list[int]], telemetry: Telemetry,
                        last: Checkpoint | None, changed: bool) -> int:
         cfg, state, store, topics = self.config, self.state, self.store, self.topics
+        assert state is not None and store is not None, "run() restores the state before consuming"
         inputs = [(topic, p) for topic in (topics.events, topics.labels) for p in partitions[topic]]
         await kafka.assign(inputs, state.offsets)
         self.output = output = await self._build_output(kafka, partitions, state)

@@ -66,7 +66,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stream.engine.codecs import MAX_ID_LENGTH, InvalidMessage
 from stream.engine.messages import prediction_message
 from stream.engine.transforms import first_line
-from stream.errors import PortInUseError, RiverbedError
+from stream.errors import PortInUseError
 from stream.ops.status import checkpoint_info, status_document
 
 if TYPE_CHECKING:
@@ -595,7 +595,7 @@ class HttpApi:
             return json_response(503, {"ready": False, "reason": "starting: no input partition consumed yet"})
         if None in lag.values():
             return json_response(503, {"ready": False, "reason": "no high watermark fetched yet", "lag": lag})
-        total = sum(lag.values())
+        total = sum(value for value in lag.values() if value is not None)  # all are, as just checked
         if total > self.ready_lag:
             return json_response(503, {"ready": False, "reason": f"consumer lag {total} > [http] ready_lag {self.ready_lag}",
                                        "lag": lag})
