@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv system-deps compose-plugin demo lint test test-unit bench broker-start broker-stop clean
+.PHONY: bench-soak help venv system-deps compose-plugin demo lint test test-unit bench broker-start broker-stop clean
 
 help:
 	@echo "make demo    set up, start the local Kafka broker, replay a dataset with delayed labels, print a report"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint    ruff and mypy (configured in pyproject.toml) on the packages; ruff also on tests and bench"
 	@echo "make system-deps  Debian's prometheus and chromium for the operations tests (as root, when missing)"
 	@echo "make bench   throughput and latency benchmark (not part of make test)"
+	@echo "make bench-soak  1,000,000 events through a live processor: RSS, state, GC pauses"
 	@echo "make clean   remove the virtualenv and local state"
 
 $(STAMP): pyproject.toml
@@ -71,6 +72,10 @@ test-unit: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+# the soak (1,000,000 events at half the sustained rate; about 10 minutes)
+bench-soak: venv
+	$(BIN)/python -m bench --rows soak --out bench/results/soak.json
 
 broker-start: venv
 	$(BIN)/riverbed broker start

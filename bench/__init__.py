@@ -11,6 +11,16 @@ directory, and stopped at the end) and one workload, it measures per model:
 then, for riverbed only, latency at 50% and 80% of its sustained rate with a rate-limited
 producer, label freshness, checkpoint duty cycle, and recovery time after ``kill -9``.
 
+- ``--rows guarantees``: throughput and latency with ``[output] guarantee`` exactly_once and
+  at_least_once on the same workload, and their ratio;
+- ``--rows soak`` (not a default row; ``make bench-soak``): 1,000,000 events with labels through a
+  live processor at half its rate; RSS, pending entries, learned ids, state-dir size and GC pauses.
+
+With ``--bootstrap`` the bench uses the ``[kafka]`` security keys of ``--config`` /
+``RIVERBED_CONFIG`` / ``RIVERBED_KAFKA_*`` for every client it makes (the password only from
+``RIVERBED_KAFKA_SASL_PASSWORD`` or its file); the Faust row is plaintext only and skipped
+under TLS or SASL.
+
 It prints progress while it runs, a markdown table at the end, and writes every number to a
 JSON file (default ``bench/results/latest.json``). Every row runs in its own process
 (:mod:`bench.worker`), so peak RSS is per row. See the README's "Performance" section for what

@@ -785,16 +785,19 @@ def soak_markdown(results: dict) -> list[str]:
     if not soaks:
         return []
     lines = ["", "| model | soak events | offered events/s | RSS MB at mark / end (growth) | pending max "
-             "| learned ids | state dir MB (per million labels) | GC: collections, p99 / max ms, total s |",
-             "|---|---:|---:|---|---:|---:|---|---|"]
+             "| learned ids | state dir MB at the end (bytes per learned id) | state dir MB per million labels while running "
+             "| GC: collections, p50 / p99 / max ms, total s |",
+             "|---|---:|---:|---|---:|---:|---|---:|---|"]
     for preset, soak in soaks.items():
         gc_pauses = soak["gc_pauses"]
         lines.append(
             f"| {preset} | {soak['events']:,} | {soak['offered_rate']:,.0f} | {_mib(soak['rss_at_mark_bytes'])} at "
             f"{soak['rss_mark_events']:,} / {_mib(soak['rss_at_end_bytes'])} ({_fmt(soak['rss_growth'], '+.1%')}) | "
             f"{_fmt(soak['pending_max'], ',.0f')} | {soak['learned_ids_end']:,} | {_mib(soak['state_dir_end_bytes'])} "
-            f"({_mib(soak['state_dir_bytes_per_million_labels'])}) | {gc_pauses['n']}, "
-            f"{gc_pauses.get('p99', 0) * 1e3:.2f} / {gc_pauses.get('max', 0) * 1e3:.2f}, "
+            f"({_fmt(soak['state_dir_end_bytes_per_learned_id'], '.0f')}) | "
+            f"{_mib(soak['state_dir_bytes_per_million_labels'])} | {gc_pauses['n']}, "
+            f"{gc_pauses.get('p50', 0) * 1e3:.2f} / {gc_pauses.get('p99', 0) * 1e3:.2f} / "
+            f"{gc_pauses.get('max', 0) * 1e3:.2f}, "
             f"{gc_pauses['total_seconds']:.2f} |")
     lines += ["", "| model | s | events | RSS MB | pending | learned ids | state dir MB |", "|---|---:|---:|---:|---:|---:|---:|"]
     for preset, soak in soaks.items():

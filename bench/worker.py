@@ -328,11 +328,14 @@ class SoakProbes:
         """RSS at the mark and at the end, state growth per million labels, GC pauses, the samples."""
         processor, samples = self.processor, self.samples
         final = {**self.sample(), "seconds": samples[-1]["seconds"] if samples else 0.0}  # after the last checkpoint
-        # growth from the first sample at the RSS mark (steady state, past RocksDB's fixed files) to the end
+        # The slope while running, from the first sample at the RSS mark (past RocksDB's fixed files) to
+        # the last one before shutdown (write-ahead log and unflushed tables included; closing
+        # flushes and compacts, so the final size is smaller).
         mark = processor.rss_mark or 0
         base = next((s for s in samples if s["labels"] > 0 and s["events"] >= mark), final)
-        labels_added = final["labels"] - base["labels"]
-        state_added = final["state_dir_bytes"] - base["state_dir_bytes"]
+        last = samples[-1] if samples else final
+        labels_added = last["labels"] - base["labels"]
+        state_added = last["state_dir_bytes"] - base["state_dir_bytes"]
         return {
             "rss_mark_events": processor.rss_mark,
             "rss_at_mark_bytes": processor.rss_at_mark,
@@ -342,6 +345,8 @@ class SoakProbes:
             "pending_max": max((s["pending"] or 0 for s in samples), default=None),
             "learned_ids_end": final["learned_ids"],
             "state_dir_end_bytes": final["state_dir_bytes"],
+            "state_dir_end_bytes_per_learned_id": (final["state_dir_bytes"] / final["learned_ids"]
+                                                   if final["learned_ids"] else None),
             "state_dir_bytes_per_million_labels": state_added / labels_added * 1e6 if labels_added else None,
             "gc_pauses": self.gc.summary(),
             "sample_s": self.every_s,

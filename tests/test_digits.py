@@ -56,3 +56,47 @@ def test_requested_labels_beat_random_labels_at_the_same_budget(test_config, bro
 
     out = plot(results, tmp_path / "digits.png", BUDGET)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_imported_offline_model_keeps_learning_where_the_frozen_one_decays(test_config, broker_bootstrap,
+                                                                               tmp_path):
+    """The README's "from a model trained offline" numbers: frozen, imported and learning, empty start.
+
+    An SGDClassifier trained offline on days 1-3 and pickled serves days 4-10; from day 7 every
+    image is shifted one pixel right. Imported into riverbed, it keeps the offline accuracy where
+    an empty model starts from nothing, and after the shift it recovers where the frozen one stays
+    down.
+    """
+    from examples.digits.offline import format_offline_table, plot_offline, run_offline_comparison
+    from examples.digits.run import load_images, schedule_days
+
+    comparison = run_offline_comparison(test_config, broker_bootstrap, schedule_days(load_images(7), DAYS),
+                                        tmp_path, budget=BUDGET, log=lambda message: None)
+    table = format_offline_table(comparison)
+    print("\n" + table)
+    frozen, imported, empty = (comparison.result(name) for name in ("frozen", "imported", "empty"))
+    before = {r.name: comparison.accuracy(r.name, after_change=False) for r in comparison.results}
+    after = {r.name: comparison.accuracy(r.name, after_change=True) for r in comparison.results}
+
+    # On the first days after the import: the offline model's accuracy, from the first image.
+    assert before["imported"] > 0.9 and before["imported"] > before["empty"] + 0.3, table
+    assert all(i > e for i, e in zip(imported.daily_accuracy()[:3], empty.daily_accuracy()[:3])), table
+    # The shift: the frozen model decays and stays down; the learning ones recover from the labels.
+    assert before["frozen"] > 0.9 and after["frozen"] < 0.5, table
+    assert after["imported"] > after["frozen"] + 0.05, table
+    assert imported.daily_accuracy()[-1] > frozen.daily_accuracy()[-1] + 0.1, table
+    assert empty.daily_accuracy()[-1] > frozen.daily_accuracy()[-1] + 0.1, table
+
+    assert comparison.offline_rows == 540 and len(imported.correct) == len(frozen.correct) == 1797 - 540
+    for r in (imported, empty):
+        assert r.counts["predicted"] == r.counts["predictions"] == len(r.correct)  # every image served
+        assert max(r.requests_per_day) <= BUDGET and r.labels_used == sum(r.requests_per_day)
+    # Predictions' version continues from the 540 offline rows; the empty model's from 0.
+    assert imported.versions[0] == 540 and imported.versions == sorted(imported.versions), imported.versions[-1]
+    assert empty.versions[0] == 0 and frozen.versions == [540] * len(frozen.versions)
+    # Sizes: the pickle and both checkpoints stay tens of KB.
+    assert comparison.model_file_bytes < 16 * 1024
+    assert imported.checkpoint_bytes < 100 * 1024 and empty.checkpoint_bytes < 100 * 1024
+
+    out = plot_offline(comparison, tmp_path / "digits-offline.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

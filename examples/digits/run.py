@@ -159,8 +159,16 @@ def strategy_config(base, bootstrap: str, name: str, strategy: str, budget: int,
 
 
 def run_strategy(base_cfg, bootstrap: str, name: str, days: list, budget: int, workdir: Path,
-                 *, delay_h: float = 10.0, run_id: str | None = None, preset: str = PRESET) -> StrategyResult:
-    """One strategy end to end on the real broker; returns what it predicted and learned."""
+                 *, delay_h: float = 10.0, run_id: str | None = None, preset: str = PRESET,
+                 strategy: str | None = None, model_file: Path | None = None,
+                 model_version: int = 0) -> StrategyResult:
+    """One strategy end to end on the real broker; returns what it predicted and learned.
+
+    ``strategy`` is the request strategy (default: ``STRATEGIES[name]``). With ``model_file``, the
+    state dir starts from that pickled model (``riverbed.import_model`` with ``model_version`` and
+    the 64 pixel names as its column order, champion name ``"imported"``) instead of an empty
+    ``preset``.
+    """
     from kafka import KafkaConsumer
 
     import riverbed
@@ -172,10 +180,15 @@ def run_strategy(base_cfg, bootstrap: str, name: str, days: list, budget: int, w
     from stream.connect.topics import create_topics
 
     run_id = run_id or uuid.uuid4().hex[:8]
-    strategy = STRATEGIES[name]
+    strategy = strategy or STRATEGIES[name]
     if name == "all":
         budget = 10 * max(len(day) for day in days)  # a budget no day reaches: every image gets its label
     cfg = strategy_config(base_cfg, bootstrap, name, strategy, budget, workdir / name, run_id, preset)
+    if model_file is not None:
+        from examples.digits.transform import PIXEL_NAMES
+
+        cfg = cfg.replace(model={"name": "imported"})
+        riverbed.import_model(cfg, model_file, version=model_version, features=PIXEL_NAMES)
     t = cfg.topics
     create_topics(bootstrap, [t.events, t.labels, t.predictions, t.deadletter, cfg.labels.request_topic], 1)
     truth = {image.id: image.label for day in days for image, _ in day}
@@ -308,8 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="order of the images (default 7)")
     parser.add_argument("--delay-h", type=float, default=10.0, help="hours of event time until a label (default 10)")
     parser.add_argument("--preset", default=PRESET, help=f"riverbed model preset (default {PRESET})")
-    parser.add_argument("--out", default="digits-accuracy.png", help="where to write the plot")
+    parser.add_argument("--out", default="digits-accuracy.png", help="where to write the strategies plot")
+    parser.add_argument("--offline-out", default="digits-offline.png",
+                        help="where to write the plot of the model trained offline (frozen / imported / empty)")
+    parser.add_argument("--scenario", choices=("strategies", "offline", "both"), default="both",
+                        help="strategies: requested/random/all from an empty model; offline: a pickled model "
+                             "frozen, imported and learning, or empty, with a change of the images (default both)")
     args = parser.parse_args(argv)
+    if args.scenario != "strategies" and args.days < 8:
+        parser.error(f"--days {args.days} is too few for the offline scenario (3 days of training, the change on "
+                     "day 7): use --days 8 or more, or --scenario strategies")
 
     import logging
 
@@ -320,9 +341,32 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config)
     bootstrap = ensure_kafka(cfg)  # starts the embedded broker when none is configured
     started = time.monotonic()
-    results, batch = run(cfg, bootstrap, days=args.days, budget=args.budget, seed=args.seed, delay_h=args.delay_h,
-                         preset=args.preset, log=lambda m: print(m, file=sys.stderr))
-    print(format_table(results, args.budget, batch))
-    out = plot(results, Path(args.out), args.budget)
-    print(f"\nplot: {out}   ({time.monotonic() - started:.0f} s)")
+    if args.scenario in ("strategies", "both"):
+        results, batch = run(cfg, bootstrap, days=args.days, budget=args.budget, seed=args.seed,
+                             delay_h=args.delay_h, preset=args.preset, log=log_line)
+        print(format_table(results, args.budget, batch))
+        print(f"\nplot: {plot(results, Path(args.out), args.budget)}\n")
+    if args.scenario in ("offline", "both"):
+        print(run_offline(cfg, bootstrap, args))
+    print(f"({time.monotonic() - started:.0f} s)")
     return 0
+
+
+def log_line(message: str) -> None:
+    """Progress goes to stderr, results to stdout."""
+    print(message, file=sys.stderr)
+
+
+def run_offline(cfg, bootstrap: str, args) -> str:
+    """The offline scenario (:mod:`examples.digits.offline`) for the command line: its table and plot."""
+    from examples.digits.offline import format_offline_table, plot_offline, run_offline_comparison
+
+    schedule = schedule_days(load_images(args.seed), args.days)
+    workdir = Path(tempfile.mkdtemp(prefix="riverbed-digits-offline-"))
+    try:
+        comparison = run_offline_comparison(cfg, bootstrap, schedule, workdir, budget=args.budget,
+                                            delay_h=args.delay_h, log=log_line)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    out = plot_offline(comparison, Path(args.offline_out))
+    return f"{format_offline_table(comparison)}\n\nplot: {out}\n"

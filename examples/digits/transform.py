@@ -24,6 +24,10 @@ from PIL import Image
 #: The images are 8 x 8 grey levels, as in scikit-learn's digits.
 SIZE = (8, 8)
 
+#: The feature names :func:`pixels` returns, in row-major pixel order: the column order of a
+#: model trained offline on these features (``riverbed.import_model(..., features=PIXEL_NAMES)``).
+PIXEL_NAMES: tuple[str, ...] = tuple(f"p{i}" for i in range(SIZE[0] * SIZE[1]))
+
 
 def pixels(x: dict) -> dict[str, float]:
     """``x["image"]`` (PNG bytes or base64 text) as ``{"p0": ..., "p63": ...}`` in ``[0, 1]``.
@@ -42,4 +46,4 @@ def pixels(x: dict) -> dict[str, float]:
             raise ValueError(f"expected an 8x8 image, got {image.size[0]}x{image.size[1]}")
         grey = image.convert("L")
         values = grey.tobytes()
-    return {f"p{i}": v / 255.0 for i, v in enumerate(values)}
+    return {name: v / 255.0 for name, v in zip(PIXEL_NAMES, values)}

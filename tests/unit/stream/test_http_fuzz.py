@@ -21,7 +21,7 @@ import pytest
 
 from stream.engine.processor import build_model_set
 from stream.ops.http_api import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST, HttpApi
-from tests.test_http_api import StaticService
+from tests.support import StaticService
 
 SEED = 20240611
 N_REQUESTS = 10_000

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from stream.ops.status import read_status
 from stream.errors import RiverbedError
-from tests.conftest import fresh_config, riverbed, write_config
-from tests.test_service import _reader_config, publish, read_topic, run_once
+from tests.support import fresh_config, riverbed, write_config
+from tests.support import reader_config, publish, read_topic, run_once
 
 pytestmark = pytest.mark.broker
 
@@ -58,7 +58,7 @@ def test_challenger_is_promoted_on_bananas_and_a_crash_changes_nothing(test_conf
     base = base.replace(state={"checkpoint_interval_s": 0.2})
     publish(base, "bananas", delay=0)
 
-    reference = _reader_config(base, tmp_path, "reference")
+    reference = reader_config(base, tmp_path, "reference")
     registry = CollectorRegistry()
     run_once(reference, registry=registry)
     expected = read_status(reference)
@@ -86,7 +86,7 @@ def test_challenger_is_promoted_on_bananas_and_a_crash_changes_nothing(test_conf
     assert set(predictions[-1]["challengers"]) == {"logreg"}
 
     # the same run, killed with SIGKILL mid-way and resumed, ends in the same state
-    crashy = _reader_config(base, tmp_path, "crashy")
+    crashy = reader_config(base, tmp_path, "crashy")
     config_file = write_config(crashy, tmp_path / "crashy.toml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
     proc = subprocess.Popen([sys.executable, "-m", "stream", "--config", str(config_file), "--log-level", "INFO", "run"],

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from tests.support import ROOT
+
 import re
 import shutil
 import subprocess
 import tomllib
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
 
 
 def test_dependencies_are_pinned_and_kafka_python_has_crc32c():

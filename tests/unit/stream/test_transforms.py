@@ -15,7 +15,7 @@ from stream.engine.codecs import InvalidMessage, parse_event
 from stream.engine.processor import Processor
 from stream.connect.topics import create_topics
 from stream.engine.transforms import TransformError, load_transform
-from tests.conftest import fresh_config
+from tests.support import fresh_config
 
 TRANSFORM = "tests.custom_transform:blob_features"
 
@@ -62,7 +62,7 @@ def test_bytes_features_only_with_a_transform():
 
 @pytest.mark.broker
 def test_processor_applies_the_transform_and_dead_letters_its_failures(test_config, broker_bootstrap, tmp_path):
-    from tests.test_service import read_topic
+    from tests.support import read_topic
 
     cfg = fresh_config(test_config, broker_bootstrap, tmp_path / "state",
                        model={"preset": "softmax", "task": "multiclass", "metrics": ["accuracy"]},

@@ -26,8 +26,8 @@ import pytest
 
 from stream.engine.processor import Processor
 from stream.ops.status import read_status
-from tests.conftest import fresh_config, write_config
-from tests.test_service import publish
+from tests.support import fresh_config, write_config
+from tests.support import publish
 
 pytestmark = pytest.mark.broker
 

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from tests.conftest import fresh_config, riverbed, write_config
+from tests.support import fresh_config, riverbed, write_config
 
 
 def free_port() -> int:

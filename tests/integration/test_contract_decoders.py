@@ -28,8 +28,8 @@ from learners import build_model, river_metric
 from stream.devtools.datasets import open_dataset
 from stream.devtools.replay import produce, schedule
 from stream.engine.processor import Processor
-from tests.conftest import fresh_config, riverbed, write_config
-from tests.test_service import create_all, read_topic
+from tests.support import fresh_config, riverbed, write_config
+from tests.support import create_all, read_topic
 
 pytestmark = pytest.mark.broker
 

@@ -22,8 +22,8 @@ from kafka import KafkaProducer
 from stream.config import Config
 from stream.devtools.datasets import open_dataset
 from stream.devtools.replay import schedule
-from tests.conftest import fresh_config, riverbed, spawn_processor, write_config
-from tests.test_service import POISON_EVENTS, POISON_LABELS, create_all, events_checkpointed, read_topic, run_once
+from tests.support import fresh_config, riverbed, spawn_processor, write_config
+from tests.support import POISON_EVENTS, POISON_LABELS, create_all, events_checkpointed, read_topic, run_once
 
 pytestmark = pytest.mark.broker
 

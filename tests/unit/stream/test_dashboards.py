@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from tests.support import ROOT
+
 import json
 import re
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from stream.engine.metrics import ServiceMetrics
 
-ROOT = Path(__file__).parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "riverbed.json"
 METRIC_NAME = re.compile(r"\b(riverbed_[a-zA-Z0-9_]+)")
 

@@ -6,11 +6,12 @@ a function-level import is found as well.
 
 from __future__ import annotations
 
+from tests.support import ROOT
+
 import ast
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("riverbed", "stream", "learners", "state")
 
 

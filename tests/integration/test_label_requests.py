@@ -15,8 +15,8 @@ from stream.devtools.datasets import open_dataset
 from stream.errors import RiverbedError
 from stream.engine.processor import Processor
 from stream.devtools.replay import produce, schedule
-from tests.conftest import fresh_config, riverbed, write_config
-from tests.test_service import create_all, read_topic
+from tests.support import fresh_config, riverbed, write_config
+from tests.support import create_all, read_topic
 
 pytestmark = pytest.mark.broker
 

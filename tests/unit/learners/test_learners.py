@@ -7,6 +7,8 @@ exactly ``river.evaluate.progressive_val_score(dataset, model, metric, delay=N)`
 
 from __future__ import annotations
 
+from tests.support import ROOT, TESTS
+
 import ast
 import functools
 import json
@@ -18,7 +20,6 @@ import pickle
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from river import base, compose, datasets, evaluate, linear_model, preprocessing, proba, stream
@@ -45,8 +46,6 @@ from learners import (
 )
 from learners.metrics import ALIASES, METRICS
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 
 # A short labelled stream per task.
 SAMPLES = {

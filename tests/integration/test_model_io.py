@@ -18,7 +18,7 @@ from learners.sklearn_models import FeatureOrderedClassifier, MissingFeatureErro
 from state import StateStore
 from stream.engine.messages import wire_proba
 from stream.engine.model_bytes import load_model_state
-from tests.conftest import fresh_config, riverbed, write_config
+from tests.support import fresh_config, riverbed, write_config
 
 # The offline model of these tests has feature names but is asked with plain arrays, as by hand.
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
@@ -172,7 +172,7 @@ def test_export_writes_the_verified_model_and_import_continues_from_its_version(
 
 
 def read_values(bootstrap: str, topic: str, idle_ms: int = 3000) -> list:
-    from tests.test_service import read_topic
+    from tests.support import read_topic
 
     return read_topic(bootstrap, topic, idle_ms=idle_ms)
 

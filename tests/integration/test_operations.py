@@ -33,7 +33,7 @@ from stream.devtools.datasets import open_dataset
 from stream.engine.processor import Processor
 from stream.devtools.replay import produce, schedule
 from stream.connect.topics import create_topics
-from tests.conftest import fresh_config, riverbed, write_config
+from tests.support import fresh_config, riverbed, write_config
 
 pytestmark = pytest.mark.broker
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from tests.support import ROOT
+
 
 import pytest
 
@@ -10,7 +11,6 @@ from learners import DEFAULT_METRICS, PRESETS, OnlineModel, build_model
 from stream.config import DEFAULTS, TASK_METRICS, env_overrides, load_config, to_toml
 from stream.errors import ConfigError
 
-ROOT = Path(__file__).parent.parent
 
 
 def test_repository_config_toml_documents_exactly_the_defaults():

@@ -14,6 +14,8 @@ behind").
 
 from __future__ import annotations
 
+from tests.support import ROOT as REPO
+
 import collections
 import os
 import random
@@ -32,13 +34,12 @@ from kafka import KafkaProducer
 from stream.engine.codecs import REASONS, InvalidMessage
 from stream.devtools.replay import schedule
 from stream.ops.status import read_status
-from tests.conftest import fresh_config, riverbed, write_config
+from tests.support import fresh_config, riverbed, write_config
 from tests.custom_poison import FAIL_EVERY
-from tests.test_service import create_all, events_checkpointed, read_topic, run_once
+from tests.support import create_all, events_checkpointed, read_topic, run_once
 
 pytestmark = pytest.mark.broker
 
-REPO = Path(__file__).resolve().parents[1]
 N_CLEAN = 16_000
 LABEL_DELAY = 25
 WARM_UP = 200  # clean records before the first poison: the scaler has seen varied numbers by then

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.support import ROOT as REPO_ROOT
+
 import ast
 import hashlib
 import os
@@ -37,7 +39,6 @@ from state import (
 )
 from state.pending import LEARNED_LAYOUT, PENDING_LAYOUT, decode_ts, encode_ts
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 STATE_DIR = REPO_ROOT / "state"
 
 

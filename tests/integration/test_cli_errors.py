@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fresh_config, riverbed, write_config
+from tests.support import fresh_config, riverbed, write_config
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141

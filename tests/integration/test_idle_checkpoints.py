@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 from state import StateStore
 from stream.devtools.replay import produce, schedule
 from stream.engine.processor import Processor
-from tests.test_service import create_all
+from tests.support import create_all
 
 pytestmark = pytest.mark.broker
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -22,51 +21,19 @@ from river import evaluate
 from learners import build_model, river_metric
 from stream.ops.status import read_status
 from stream.devtools.datasets import open_dataset
-from state.errors import StateError
-from stream.errors import RiverbedError
 from stream.engine.processor import Processor
-from stream.devtools.replay import produce, schedule
-from stream.connect.topics import create_topics
-from tests.conftest import fresh_config, riverbed, write_config
+from stream.devtools.replay import schedule
+from tests.support import POISON_EVENTS, POISON_LABELS, create_all, events_checkpointed, fresh_config, publish, read_topic, reader_config, riverbed, run_once, write_config
 
 pytestmark = pytest.mark.broker
 
 
-def create_all(cfg) -> None:
-    t = cfg.topics
-    create_topics(cfg.kafka.bootstrap_servers, [t.events, t.labels, t.predictions, t.deadletter], cfg.kafka.partitions)
 
 
-def publish(cfg, dataset: str, *, delay: int, limit: int | None = None, seed: int = 42) -> dict:
-    create_all(cfg)
-    samples = open_dataset(dataset, limit=limit, seed=seed)
-    records = schedule(samples.rows, label_delay=delay, id_prefix=dataset, seed=seed)
-    return produce(cfg.kafka.bootstrap_servers, cfg.topics, records, progress=False)
 
 
-def run_once(cfg, registry: CollectorRegistry | None = None, idle: float = 1.0):
-    return asyncio.run(Processor(cfg, registry=registry, exit_when_idle=idle, serve_metrics=False).run())
 
 
-def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle_ms: int = 3000) -> list:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        consumer_timeout_ms=idle_ms,
-    )
-    try:
-        records = []
-        for record in consumer:
-            records.append(record)
-            if expected is not None and len(records) >= expected:
-                break
-        return records
-    finally:
-        consumer.close()
 
 
 @pytest.mark.parametrize("delay", [100, 0])
@@ -104,20 +71,8 @@ def test_predictions_follow_the_contract(service_config, broker_bootstrap):
     assert sum(last["proba"].values()) == pytest.approx(1.0)
 
 
-def events_checkpointed(cfg) -> int:
-    try:
-        return read_status(cfg, fingerprints=False)["counts"]["events"]  # polled: skip the model bytes
-    except (RiverbedError, StateError):  # no state dir or no checkpoint yet
-        return 0
 
 
-def _reader_config(cfg, tmp_path: Path, name: str):
-    """A second processor reading the same input topics, writing its own outputs and state."""
-    return cfg.replace(
-        topics={"predictions": cfg.topics.predictions + f"-{name}", "deadletter": cfg.topics.deadletter + f"-{name}"},
-        state={"dir": str(tmp_path / f"state-{name}")},
-        kafka={"group_id": f"{cfg.kafka.group_id}-{name}"},  # its own committed output offsets
-    )
 
 
 def test_kill_9_at_random_moments_changes_nothing(test_config, broker_bootstrap, tmp_path):
@@ -130,11 +85,11 @@ def test_kill_9_at_random_moments_changes_nothing(test_config, broker_bootstrap,
     published = publish(base, "sea", delay=50, limit=40_000)
     assert (published["events"], published["labels"]) == (40_000, 40_000)
 
-    reference = _reader_config(base, tmp_path, "reference")
+    reference = reader_config(base, tmp_path, "reference")
     run_once(reference)
     expected = read_status(reference)
 
-    crashy = _reader_config(base, tmp_path, "crashy")
+    crashy = reader_config(base, tmp_path, "crashy")
     config_file = write_config(crashy, tmp_path / "crashy.toml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
     rng = random.Random(2024)
@@ -181,21 +136,6 @@ def test_kill_9_at_random_moments_changes_nothing(test_config, broker_bootstrap,
     assert all(values == {reference_values[key]} for key, values in crash_values.items())  # duplicates identical
 
 
-POISON_EVENTS = [
-    (b"\xc1\xc1 not msgpack", "undecodable"),
-    (b'{"id": "p-nan", "x": {"f": NaN}}', "non_finite"),
-    (msgpack.packb({"x": {"f": 1.0}}), "missing_id"),
-    (msgpack.packb({"id": "p-ts", "x": {"f": 1.0}, "ts": "soon"}), "bad_ts"),
-    (msgpack.packb([1, 2, 3]), "not_an_object"),
-    (msgpack.packb({"id": "p-list", "x": {"f": [1, 2]}}), "bad_feature_value"),
-    (msgpack.packb({"id": "p-big", "x": {"blob": "z" * 5000}}), "oversized"),
-    (None, "empty"),
-]
-POISON_LABELS = [
-    (msgpack.packb({"id": "phishing-3"}), "missing_y"),
-    (msgpack.packb({"id": "phishing-4", "y": [True]}), "bad_y"),
-    (b"\x93garbage", "undecodable"),
-]
 
 
 def test_poison_messages_go_to_deadletter_and_change_nothing(test_config, broker_bootstrap, tmp_path):

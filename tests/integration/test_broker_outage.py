@@ -19,8 +19,8 @@ import pytest
 
 from stream.devtools.broker import LocalBroker
 from stream.ops.status import read_status
-from tests.conftest import fresh_config, write_config
-from tests.test_service import events_checkpointed, publish
+from tests.support import fresh_config, write_config
+from tests.support import events_checkpointed, publish
 
 pytestmark = pytest.mark.broker
 

@@ -13,43 +13,11 @@ import logging
 import socket
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from learners import ModelSet, build_model
-from stream.engine.decoding import FeaturePipeline  # the Kafka path's own preparation of x
-from stream.engine.history import MetricsHistory
-from stream.engine.metrics import ServiceMetrics
-from stream.engine.transforms import load_transform
 from stream.errors import RiverbedError
 from stream.ops.http_api import MAX_EVENTS_PER_REQUEST, HttpApi, LiveService, missing_members
-
-
-class StaticService:
-    """A :class:`LiveService` whose lag and broker answer are set by the test."""
-
-    def __init__(self, models: ModelSet | None = None, lag: dict | None = None, broker_problem: str | None = None,
-                 transform: str = ""):
-        self.models = models
-        self.counts = {"events": 0, "labels": 0, "predictions": 0}
-        self.metrics = ServiceMetrics(CollectorRegistry())
-        self.history = MetricsHistory()
-        self.last_checkpoint = None
-        self.store = None
-        self.refused_checkpoints = [{"seq": 3, "reason": "checksum mismatch"}]
-        self.features = FeaturePipeline(load_transform(transform) if transform else None)
-        self.partition_lag = {} if lag is None else lag
-        self.broker_problem = broker_problem
-
-    def checkpoint_meta(self, fingerprints: bool = False) -> dict:
-        return {"serving": self.models.serving, "models": self.models.describe(fingerprints=fingerprints),
-                "counts": dict(self.counts), "offsets": [["events", 0, 10], ["labels", 0, 10]],
-                "drift": [], "promotions": []}
-
-    def lag(self) -> dict[str, int | None]:
-        return dict(self.partition_lag)
-
-    async def broker_reachable(self, timeout_s: float) -> str | None:
-        return self.broker_problem
+from tests.support import StaticService
 
 
 def logreg() -> ModelSet:

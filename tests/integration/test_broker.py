@@ -6,6 +6,8 @@ Unit tests run without Java or Kafka. Tests marked ``broker`` use the session's 
 
 from __future__ import annotations
 
+from tests.support import TEST_CONFIG as TESTS_CONFIG
+
 import base64
 import doctest
 import os
@@ -36,7 +38,6 @@ from stream.connect.bootstrap import ensure_kafka, resolve_bootstrap
 from stream.errors import BrokerError, KafkaUnavailableError, RiverbedError
 from stream.connect.topics import cluster_info, create_topics, delete_topics, topic_partitions
 
-TESTS_CONFIG = Path(__file__).with_name("config.toml")
 
 
 def free_port() -> int:

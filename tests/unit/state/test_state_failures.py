@@ -7,6 +7,8 @@ an older checkpoint with the reason available, or one clear StateError at open; 
 
 from __future__ import annotations
 
+from tests.support import ROOT as REPO_ROOT
+
 import errno
 import os
 import pathlib
@@ -20,7 +22,6 @@ import pytest
 from state import CheckpointUnreadable, CorruptStateError, DiskFullError, StateError, StateStore
 from state.sealed import seal, unseal
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def model_blob(seq: int, size: int = 20_000) -> bytes:
@@ -164,7 +165,7 @@ def test_truncated_wal_falls_back_to_the_newest_checkpoint_that_landed(
     # only its file copy is left; it is refused (its pending labels are lost), 2 is used.
     path = tmp_path / "state"
     subprocess.run(
-        [sys.executable, "-c", CRASH_AFTER_COMMITS, str(path), str(REPO_ROOT / "tests")],
+        [sys.executable, "-c", CRASH_AFTER_COMMITS, str(path), str(pathlib.Path(__file__).resolve().parent)],
         check=True,
         cwd=REPO_ROOT,
         timeout=60,
