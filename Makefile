@@ -61,7 +61,7 @@ demo: venv
 PACKAGES := riverbed stream learners state
 
 lint: venv
-	$(BIN)/ruff check $(PACKAGES) tests bench
+	$(BIN)/ruff check $(PACKAGES) tests bench examples
 	$(BIN)/mypy $(PACKAGES)
 
 test: venv lint system-deps compose-plugin

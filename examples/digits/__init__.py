@@ -17,7 +17,7 @@ a real Kafka broker, with real images:
   learns well from few labels (every label moves all ten class weights), is tiny to checkpoint
   (a few KB), and its probabilities are calibrated enough for the margin to mean something.
   Measured on this stream (accuracy over the last third, requested / random / all labels):
-  ``softmax`` 0.885 / 0.855 / 0.927 with a 41 KB checkpoint; ``hoeffding_adaptive``
+  ``softmax`` 0.885 / 0.855 / 0.927 with a 39 KB checkpoint; ``hoeffding_adaptive``
   0.811 / 0.800 / 0.896 (a tree splits only after many labels per leaf, so 20 a day buy it
   little) with 2.4 MB; Gaussian ``naive_bayes`` below 0.4 on raw pixels. Try them with
   ``--preset NAME``.
@@ -35,6 +35,17 @@ runner prints a table and writes a plot of the accuracy of each day's prediction
 
     python -m examples.digits                 # local broker on 9092 (started if needed)
     python -m examples.digits --budget 10 --days 10 --out digits.png
+
+**From a model trained offline** (:mod:`examples.digits.offline`, ``--scenario offline``): a
+scikit-learn ``SGDClassifier`` trained on the labelled images of days 1-3 and pickled serves days
+4-10 three ways at the same budget, frozen (never updated), imported into riverbed with
+``riverbed.import_model`` and learning from its requested labels, and riverbed from an empty
+model; from day 7 every image is shifted one pixel right. The imported model keeps the offline
+accuracy from its first image (0.954 over days 4-6, the empty start 0.489); after the shift the
+frozen one stays down (0.438 over days 7-10) while the imported one recovers (0.508, 0.59 on day
+10; the empty start, with less of the old images to unlearn, 0.559)::
+
+    python -m examples.digits --scenario offline --offline-out docs/digits-offline.png
 
 Entropy sampling is deliberately not the default here: with ten classes it prefers images whose
 probability is spread over many digits (often badly written ones), while the margin targets

@@ -17,7 +17,6 @@ the same predictions, so the comparison is reproducible (see :mod:`stream.devtoo
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import math
 import pickle
@@ -25,7 +24,6 @@ import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -203,11 +201,11 @@ def run_strategy(base_cfg, bootstrap: str, name: str, days: list, budget: int, w
                        for image, ts in day]
             produce(bootstrap, t, records, progress=False)
             published += len(records)
-            background.wait_until(lambda c: c["events"] + c["invalid"] >= published, what="predict the day's images")
+            background.wait_until(lambda c, n=published: c["events"] + c["invalid"] >= n, what="predict the day's images")
             before = oracle.counts["labels"]
             counts = oracle.answer(expect=background.counts["label_requests"])
             requests_per_day.append(counts["labels"] - before)
-            background.wait_until(lambda c: c["labels"] >= counts["labels"], what="read the day's labels")
+            background.wait_until(lambda c, n=counts["labels"]: c["labels"] >= n, what="read the day's labels")
         background.wait_until(lambda c: c["joined"] + c["unmatched_labels"] >= oracle.counts["labels"],
                               what="learn the last labels")
     finally:
