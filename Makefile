@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 help:
 	@echo "make demo    set up, start the local Kafka broker, replay a dataset with delayed labels, print a report"
 	@echo "make test    set up, lint, and run the whole test suite (starts its own broker on port 19092)"
-	@echo "make lint    ruff and mypy (configured in pyproject.toml) on the packages; ruff also on tests and bench"
+	@echo "make lint    ruff and mypy (configured in pyproject.toml) on the packages; ruff also on tests, bench and examples"
 	@echo "make system-deps  Debian's prometheus and chromium for the operations tests (as root, when missing)"
 	@echo "make bench   throughput and latency benchmark (not part of make test)"
 	@echo "make bench-soak  1,000,000 events through a live processor: RSS, state, GC pauses"
@@ -57,7 +57,7 @@ compose-plugin:
 demo: venv
 	$(BIN)/riverbed demo
 
-# ruff and mypy read their settings from pyproject.toml; examples/ is not linted yet.
+# ruff and mypy read their settings from pyproject.toml.
 PACKAGES := riverbed stream learners state
 
 lint: venv

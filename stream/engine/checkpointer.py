@@ -238,7 +238,11 @@ class Checkpointer:
         self._landing: asyncio.Future | None = None
 
     def meta(self, fingerprints: bool = False) -> dict:
-        return checkpoint_meta(self.state, self.spec, len(self.store.pending), fingerprints=fingerprints)
+        meta = checkpoint_meta(self.state, self.spec, len(self.store.pending), fingerprints=fingerprints)
+        origin = None if self.last is None else self.last.meta.get("origin")
+        if origin is not None:  # where an imported or trained model came from (stream.models)
+            meta["origin"] = origin
+        return meta
 
     @property
     def due(self) -> bool:
