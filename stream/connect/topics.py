@@ -239,7 +239,7 @@ def create_topics(
             for name in names
         }
         response = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
-        created = _created_names(response, bootstrap)
+        created = set(_done_names(response, "create", kafka_errors.TopicAlreadyExistsError, bootstrap))
         existing = [name for name in names if name not in created]
         if existing:
             _warn_about_partition_counts(admin, existing, partitions)
@@ -256,18 +256,20 @@ def create_topics(
     return [name for name in names if name in created]
 
 
-def _created_names(response: dict, bootstrap: str) -> set[str]:
-    created = set()
+def _done_names(response: dict, verb: str, harmless: type, bootstrap: str) -> list[str]:
+    """The topics an admin create/delete ``response`` reports done; ``harmless`` errors are skipped,
+    any other is one clear error."""
+    done = []
     for topic in response["topics"]:
         error = kafka_errors.for_code(topic["error_code"])
         if error is kafka_errors.NoError:
-            created.add(topic["name"])
-        elif error is not kafka_errors.TopicAlreadyExistsError:
+            done.append(topic["name"])
+        elif error is not harmless:
             raise RiverbedError(
-                f"cannot create topic {topic['name']!r} on {bootstrap}: {error.__name__}: "
+                f"cannot {verb} topic {topic['name']!r} on {bootstrap}: {error.__name__}: "
                 f"{topic.get('error_message') or error.description}"
             )
-    return created
+    return done
 
 
 def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[int]:
@@ -303,15 +305,7 @@ def delete_topics(bootstrap: str, names: list[str], timeout_s: float = 30.0) -> 
         return
     with admin_client(bootstrap, timeout_s) as admin:
         response = admin.delete_topics(names, timeout_ms=int(timeout_s * 1000), raise_errors=False)
-        deleted = []
-        for topic in response["topics"]:
-            error = kafka_errors.for_code(topic["error_code"])
-            if error is kafka_errors.NoError:
-                deleted.append(topic["name"])
-            elif error is not kafka_errors.UnknownTopicOrPartitionError:
-                raise RiverbedError(
-                    f"cannot delete topic {topic['name']!r} on {bootstrap}: {error.__name__}"
-                )
+        deleted = _done_names(response, "delete", kafka_errors.UnknownTopicOrPartitionError, bootstrap)
         _wait_until_gone(admin, deleted, timeout_s)
     if deleted:
         logger.info("deleted topics %s on %s", ", ".join(deleted), bootstrap)

@@ -124,7 +124,7 @@ def restore_state(store: StateStore, config: Config, sampler: LabelRequestSample
     """
     spec = model_spec(config)
     refused: list[dict] = []
-    for problem in getattr(store, "damage", ()):
+    for problem in store.damage:
         log.warning("state dir %s: %s", store.path, problem)
     seqs = store.checkpoints()
     for seq in seqs:

@@ -37,7 +37,6 @@ class RecordDecoder:
         self.events_topic = events_topic
         self.features = features
         self.max_bytes = max_bytes
-        self.task = task
         self.labels = LabelParser(task, **label_options)
 
     def parse_event(self, raw: bytes | None):

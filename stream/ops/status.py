@@ -144,8 +144,8 @@ def checkpoint_info(ckpt, path, disk_bytes: int) -> dict:
         "size_bytes": ckpt.size_bytes,
         "state_dir": str(path),
         "state_dir_bytes": disk_bytes,
-        "copy": getattr(ckpt, "copy", "rocksdb"),
-        "damage": list(getattr(ckpt, "damage", ())),
+        "copy": ckpt.copy,
+        "damage": list(ckpt.damage),
     }
 
 
