@@ -240,12 +240,21 @@ class ModelSet:
                 served = (y_pred, proba, model.n_learned)
         assert served is not None, "the serving model is one of the models"
         y_pred, proba, version = served
+        notices = self.observe(x, y_pred, proba, ts)
+        return Served(self.serving, version, y_pred, proba, record, tuple(notices))
+
+    def observe(self, x: dict, y_pred, proba: dict | None, ts: float | None = None) -> list:
+        """Count an event served with ``(y_pred, proba)`` and update the label-free input monitors.
+
+        :meth:`predict` calls it; a trainer whose events were predicted elsewhere (by a scorer
+        replica) calls it with the served champion's prediction. Returns drift notices.
+        """
         self.events_seen += 1
         notices: list = []
         if self.inputs is not None:
             for signal in self.inputs.update(x, positive_score(proba, y_pred)):
                 notices += self._on_drift(self.serving, signal, self.inputs.monitor(signal), ts)
-        return Served(self.serving, version, y_pred, proba, record, tuple(notices))
+        return notices
 
     def learn(self, x: dict, y, record: list, ts: float | None = None) -> list:
         """Score every model with its event-time prediction, watch its error, train it; returns notices."""
