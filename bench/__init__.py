@@ -6,6 +6,10 @@ directory, and stopped at the end) and one workload, it measures per model:
 - **the limit P**: a bare in-process River loop, same model, same feature dicts;
 - **riverbed**: the real processor, end to end, on topics already filled with the workload;
 - **faust**: a straightforward faust-streaming implementation (two agents and a table);
+- **bytewax**: a bytewax 0.21 dataflow, recovery on (:mod:`bench.peers.bytewax_row`): a join keyed
+  by id, the model in a ``stateful_map`` under one constant key; checked like every peer row:
+  every event predicted once, every label learned once, accuracy within 0.01 of the bare loop's
+  (runs of >= 10,000 events);
 - **naive**: a newcomer's kafka-python loop (poll, predict, send per message);
 
 then, for riverbed only, latency at 50% and 80% of its sustained rate with a rate-limited

@@ -628,6 +628,13 @@ def run_producer(spec: dict) -> dict:
     return asyncio.run(_produce_at_rate(spec))
 
 
+def _run_bytewax(spec: dict) -> dict:
+    """The bytewax 0.21 dataflow (:mod:`bench.peers.bytewax_row`), recovery on."""
+    from bench.peers.bytewax_row import run_bytewax
+
+    return run_bytewax(spec)
+
+
 # -- entry point -------------------------------------------------------------------------------
 
 ROWS = {
@@ -637,6 +644,7 @@ ROWS = {
     "riverbed_soak": lambda spec: run_riverbed(spec, soak=True),
     "faust": run_faust,
     "naive": run_naive,
+    "bytewax": _run_bytewax,
     "producer": run_producer,
 }
 

@@ -54,4 +54,22 @@ def bare_river_rate(workload: Workload, preset: str) -> dict:
         else:
             learn(pending.pop(event_id), value)
     seconds = time.perf_counter() - started
-    return {"events": n_events, "labels": len(ops) - n_events, "seconds": seconds, "rate": n_events / seconds}
+    return {"events": n_events, "labels": len(ops) - n_events, "seconds": seconds, "rate": n_events / seconds,
+            "accuracy": reference_accuracy(ops, preset)}
+
+
+def reference_accuracy(ops: list, preset: str) -> float:
+    """Prequential accuracy of a fresh model on ``ops`` (an untimed second pass): what a peer row must match."""
+    model = build_model(preset, "binary")
+    pending: dict = {}
+    correct = labels = 0
+    for is_event, event_id, value in ops:
+        if is_event:
+            proba = model.predict_proba_one(value)
+            pending[event_id] = (value, max(proba, key=proba.get) if proba else None)
+        else:
+            x, y_pred = pending.pop(event_id)
+            correct += y_pred == value
+            labels += 1
+            model.learn_one(x, value)
+    return correct / labels if labels else 0.0

@@ -24,14 +24,17 @@ def test_every_row_runs_and_reports_sane_fields(broker_bootstrap, tmp_path, caps
     ]) == 0
     results = json.loads(out.read_text())
     entry = results["models"]["logreg"]
-    assert set(entry["rows"]) == {"bare", "riverbed", "lean", "faust", "naive"}
+    assert set(entry["rows"]) == {"bare", "riverbed", "lean", "faust", "bytewax", "naive"}
     for name, row in entry["rows"].items():
         assert row["events"] == 300, name  # --faust-events is capped at --events
         assert row["rate"] > 0 and row["seconds"] > 0, name
         assert row["peak_rss_bytes"] > 10 * 2**20, name
         assert row["eta"] == pytest.approx(row["rate"] / entry["rows"]["bare"]["rate"]), name
-    for name in ("riverbed", "lean", "faust", "naive"):
+    for name in ("riverbed", "lean", "faust", "bytewax", "naive"):
         assert entry["rows"][name]["joined"] == 300, name  # every label learned once
+    bytewax = entry["rows"]["bytewax"]
+    assert bytewax["check"] == "ok" and 0 <= bytewax["accuracy"] <= 1
+    assert 0.5 < entry["rows"]["bare"]["accuracy"] <= 1
     riverbed = entry["rows"]["riverbed"]
     assert riverbed["checkpoints"] >= 1 and 0 < riverbed["checkpoint_duty"] < 1
     assert "errors" not in entry, entry.get("errors")
@@ -43,9 +46,12 @@ def test_every_row_runs_and_reports_sane_fields(broker_bootstrap, tmp_path, caps
     assert 0 < cores["riverbed"] < 3 and 0 < cores["load_generator"] < 3
     assert cores["broker"] is None  # --bootstrap: a broker the bench did not start is not measured
     assert 0 < entry["recovery"]["seconds"] < 60
-    assert set(entry["targets"]) >= {"riverbed >= 5x faust", "riverbed >= 3x naive", "recovery <= 3 s"}
+    assert set(entry["targets"]) >= {"riverbed >= 5x faust", "riverbed >= 3x naive", "recovery <= 3 s",
+                                   "overhead <= 20 us", "p99 <= 20 ms at 50% load"}
+    assert entry["ratio_to_fastest_peer"]["peer"] in {"faust", "bytewax"}
+    assert any(name.startswith("riverbed >= 1.5x fastest peer (") for name in entry["targets"])
     table = capsys.readouterr().out
-    assert "| logreg | riverbed (default config) |" in table and "faust-streaming agents" in table
+    assert "| logreg | riverbed (default config) |" in table and "faust-streaming agents" in table and "bytewax 0.21" in table
 
 
 @pytest.mark.broker
