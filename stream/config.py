@@ -49,6 +49,7 @@ from stream.settings import (
     ModelSettings,
     OutputSettings,
     ProcessorSettings,
+    ScaleSettings,
     StateSettings,
     TopicSettings,
     defaults,
@@ -73,6 +74,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("output", "guarantee"): ("exactly_once", "at_least_once"),
     ("model", "task"): ("binary", "multiclass", "regression"),
     ("log", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+    ("scale", "role"): ("all", "trainer", "scorer"),
     ("labels", "request_strategy"): ("entropy", "margin", "random"),
     ("drift", "error_action"): ("alert", "reset", "retrain", "challenger"),
     ("drift", "score_action"): ("alert", "reset", "retrain", "challenger"),
@@ -143,6 +145,7 @@ class Config:
     processor: ProcessorSettings
     metrics: MetricsSettings
     http: HttpSettings
+    scale: ScaleSettings
     log: LogSettings
 
     def __init__(self, values: Mapping[str, Mapping[str, Any]], source: str = "defaults"):
@@ -295,6 +298,13 @@ def _validate(values: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, 
         )
     if result["kafka"]["partitions"] < 1:
         raise ConfigError(f"{where}: [kafka] partitions must be at least 1")
+    scale = result["scale"]
+    if scale["snapshot_every_labels"] < 1 or scale["snapshot_interval_s"] <= 0:
+        raise ConfigError(f"{where}: [scale] snapshot_every_labels must be at least 1 and snapshot_interval_s "
+                          "greater than 0 (a snapshot goes out at whichever comes first)")
+    if not 1024 <= scale["snapshot_chunk_bytes"] <= 16 * 1024 * 1024:
+        raise ConfigError(f"{where}: [scale] snapshot_chunk_bytes must be between 1024 and 16777216 "
+                          f"(got {scale['snapshot_chunk_bytes']}); keep it under the broker's message.max.bytes")
     _validate_labels(result["model"], where)
     _validate_learners(result, where)
     return result

@@ -138,6 +138,17 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class ScaleSettings:
+    role: str = "all"
+    served_topic: str = "served"
+    models_topic: str = "models"
+    snapshot_every_labels: int = 1000
+    snapshot_interval_s: float = 10.0
+    snapshot_chunk_bytes: int = 524_288
+    scorer_group_id: str = "riverbed-scorers"
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
 
@@ -158,6 +169,7 @@ SECTIONS: dict[str, type] = {
     "processor": ProcessorSettings,
     "metrics": MetricsSettings,
     "http": HttpSettings,
+    "scale": ScaleSettings,
     "log": LogSettings,
 }
 

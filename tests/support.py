@@ -47,6 +47,8 @@ def fresh_config(base: Config, bootstrap: str, state_dir: Path, **sections) -> C
         state={"dir": str(state_dir), "checkpoint_interval_s": 1.0},
         metrics={"enabled": False},
         http={"enabled": False},
+        scale={"served_topic": f"t{suffix}-served", "models_topic": f"t{suffix}-models",
+               "scorer_group_id": f"t{suffix}-scorers"},
     )
     return cfg.replace(**sections) if sections else cfg
 

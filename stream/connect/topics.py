@@ -204,7 +204,8 @@ def _warn_about_partition_counts(admin: KafkaAdminClient, names: list[str], part
 
 
 def create_topics(
-    bootstrap: str, names: list[str], partitions: int, timeout_s: float = 30.0
+    bootstrap: str, names: list[str], partitions: int, timeout_s: float = 30.0,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet and wait until all of them are usable.
 
@@ -225,6 +226,9 @@ def create_topics(
     RiverbedError
         When the broker rejects a topic (invalid name, bad partition count, ...) or the topics
         do not become ready within ``timeout_s``.
+
+    ``configs`` are topic configs for the topics this call creates (``{"cleanup.policy":
+    "compact"}`` for the scale-out ``models`` topic); existing topics keep theirs.
     """
     names = list(dict.fromkeys(names))
     if not names:
@@ -235,7 +239,8 @@ def create_topics(
     with admin_client(bootstrap, timeout_s) as admin:
         brokers = len(admin.describe_cluster()["brokers"])
         request = {
-            name: {"num_partitions": partitions, "replication_factor": replication_factor(brokers)}
+            name: {"num_partitions": partitions, "replication_factor": replication_factor(brokers),
+                   **({"configs": dict(configs)} if configs else {})}
             for name in names
         }
         response = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)

@@ -118,10 +118,7 @@ def make_chunks(
         (H_CREATED, repr(float(stamp)).encode()),
         (H_SIZE, str(len(blob)).encode()),
     ]
-    return [
-        Chunk(chunk_key(name, i), piece, [*common, (H_INDEX, str(i).encode())])
-        for i, piece in enumerate(pieces)
-    ]
+    return [Chunk(chunk_key(name, i), piece, [*common, (H_INDEX, str(i).encode())]) for i, piece in enumerate(pieces)]
 
 
 def parse_headers(headers: Iterable[tuple[str, bytes]] | None) -> ChunkHeader:
