@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-when-idle", type=_non_negative_float, metavar="SECONDS",
         help="once caught up and idle for SECONDS, checkpoint and exit 0",
     )
+    run.add_argument(
+        "--role", choices=("all", "trainer", "scorer"), default=None,
+        help="all: one process predicts and learns (the default, [scale] role); trainer: learn from the served "
+        "topic and labels, publish model snapshots; scorer: one of many replicas predicting events with the "
+        "newest snapshot (see the README, 'Scale out')",
+    )
 
     broker = sub.add_parser("broker", help="the embedded local Apache Kafka broker (KRaft, single node)")
     broker_sub = broker.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -259,7 +265,14 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     import asyncio
 
     validate_model_spec(cfg)
-    from stream.engine.processor import Processor
+    if args.role is not None:
+        cfg = cfg.replace(scale={"role": args.role})
+    if cfg.scale.role == "trainer":
+        from stream.scale.trainer import Trainer as Processor
+    elif cfg.scale.role == "scorer":
+        from stream.scale.scorer import Scorer as Processor  # type: ignore[assignment]
+    else:
+        from stream.engine.processor import Processor  # type: ignore[assignment]
 
     async def main() -> None:
         processor = Processor(cfg, exit_when_idle=args.exit_when_idle)

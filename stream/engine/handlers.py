@@ -259,7 +259,8 @@ class RecordHandlers:
             else:
                 counts["unmatched_labels"] += 1
             return
-        x, event_ts, predictions = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        entry = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        x, event_ts, predictions = entry[0], entry[1], entry[2]  # a trainer's entry has a 4th element
         assert state.watermark is not None, "apply() advanced it to this label's time"
         if event_ts < state.watermark - self.ttl_s:
             self.pending.delete(label.id)
@@ -276,6 +277,7 @@ class RecordHandlers:
         if notices:
             self.observer.notices(notices)
         self.learned.put(label.id, event_ts, b"")
+        self.joined(entry, counts["joined"])
         counts["joined"] += 1
         history = state.history
         if counts["joined"] % history.every == 0:
@@ -285,6 +287,10 @@ class RecordHandlers:
                 ts=state.watermark,
                 models={name: model_snapshot(model) for name, model in state.models.models.items()},
             )
+
+    def joined(self, entry: list, learned_before: int) -> None:
+        """Hook: the pending ``entry`` of a label was just learned; ``learned_before`` labels had
+        been learned before it (the scale-out trainer observes the served staleness here)."""
 
     def sweep_expired(self) -> None:
         """Drop pending entries and learned ids older than the watermark minus the TTL."""

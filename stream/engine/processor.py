@@ -125,7 +125,7 @@ class Processor:
         transform = load_transform(config.features.transform) if config.features.transform else None
         self.features = FeaturePipeline(transform)
         t = config.topics
-        self.topics = Topics(t.events, t.labels, t.predictions, t.deadletter, config.labels.request_topic)
+        self.topics = Topics(self.events_topic(), t.labels, t.predictions, t.deadletter, config.labels.request_topic)
         self.metrics_port: int | None = None
         self.http_port: int | None = None
         self.state: StreamState | None = None
@@ -250,6 +250,31 @@ class Processor:
             ttl_s=cfg.labels.ttl_s, publish_challengers=cfg.challengers.publish, observer=telemetry,
         )
 
+    def events_topic(self) -> str:
+        """The topic whose records are the events this run applies: ``[topics] events`` (the scale-out
+        trainer, :class:`stream.scale.trainer.Trainer`, reads ``[scale] served_topic`` instead)."""
+        return self.config.topics.events
+
+    def topic_names(self) -> list[str]:
+        """Every topic this run reads or writes (its partition counts size the output)."""
+        return self.config.topic_names()
+
+    def create_missing_topics(self, bootstrap: str) -> list[str]:
+        """Create what is missing of :meth:`topic_names`; returns the created names."""
+        return create_topics(bootstrap, self.topic_names(), self.config.kafka.partitions)
+
+    def build_decoder(self) -> RecordDecoder:
+        """The decoder of this run's input records (the trainer decodes served records)."""
+        cfg = self.config
+        return RecordDecoder(
+            self.topics.events, self.features, cfg.codec.max_message_bytes, cfg.model.task,
+            positive_label=cfg.model.positive_label, negative_label=cfg.model.negative_label,
+        )
+
+    async def before_final_checkpoint(self) -> None:
+        """Called once the loop stopped normally, before the last checkpoint (the trainer publishes
+        its last snapshot here); nothing by default."""
+
     async def _build_output(self, kafka: KafkaIO, partitions: dict[str, list[int]], state: StreamState) -> Output:
         """At-least-once batches, or exactly-once transactions resuming after the committed cut."""
         counts = {t: len(ps) for t, ps in partitions.items()}
@@ -274,8 +299,8 @@ class Processor:
         return output
 
     async def _prepare_topics(self, bootstrap: str) -> dict[str, list[int]]:
-        names = self.config.topic_names()
-        created = await asyncio.to_thread(create_topics, bootstrap, names, self.config.kafka.partitions)
+        names = self.topic_names()
+        created = await asyncio.to_thread(self.create_missing_topics, bootstrap)
         if created:
             log.info("created topics %s", ", ".join(created))
         return {topic: await asyncio.to_thread(topic_partitions, bootstrap, topic) for topic in names}
@@ -301,10 +326,7 @@ class Processor:
             store, state, self.spec, output, None if exactly_once else kafka.commit, telemetry,
             last=last, changed=changed,
         )
-        decoder = RecordDecoder(
-            topics.events, self.features, cfg.codec.max_message_bytes, cfg.model.task,
-            positive_label=cfg.model.positive_label, negative_label=cfg.model.negative_label,
-        )
+        decoder = self.build_decoder()
         self.loop = loop = ProcessingLoop(
             kafka, decoder, merge, handlers, output, checkpointer, telemetry,
             poll_timeout_ms=cfg.processor.poll_timeout_ms, max_batch=cfg.processor.max_batch,
@@ -317,6 +339,7 @@ class Processor:
         )
         try:
             processed = await loop.run(self._stop)
+            await self.before_final_checkpoint()
             await self.checkpoint()
         finally:
             await checkpointer.settle()

@@ -5,7 +5,8 @@
 - ``[scale] served_topic`` with the same partition count (scorers write, the trainer reads);
 - ``[scale] models_topic``: one partition, ``cleanup.policy=compact`` (only the newest chunk per
   key is kept, see :mod:`stream.scale.snapshots`), ``max.message.bytes`` large enough for one
-  chunk plus its headers.
+  chunk plus its headers, and for a whole producer batch: the broker limits record *batches*, and
+  the output packs consecutive chunks into one batch of up to :data:`PRODUCER_BATCH_BYTES`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from stream.connect.topics import create_topics
 
 #: Room for a chunk's headers above ``[scale] snapshot_chunk_bytes``.
 HEADER_ROOM_BYTES = 64 * 1024
+#: The producer's ``max_batch_size`` (:class:`stream.engine.kafka_io.KafkaIO`): small chunks share a batch.
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 def models_topic_configs(cfg: Config) -> dict[str, str]:
     """Topic configs of the compacted models topic."""
     return {
         "cleanup.policy": "compact",
-        "max.message.bytes": str(cfg.scale.snapshot_chunk_bytes + HEADER_ROOM_BYTES),
+        "max.message.bytes": str(max(cfg.scale.snapshot_chunk_bytes, PRODUCER_BATCH_BYTES) + HEADER_ROOM_BYTES),
         "min.cleanable.dirty.ratio": "0.1",
         "segment.ms": "600000",
     }

@@ -1,0 +1,448 @@
+"""The scorer role of a scaled-out deployment: predict events with the newest verified snapshot.
+
+Contract
+--------
+- Any number of scorers form the consumer group ``[scale] scorer_group_id`` *subscribed* to
+  ``[topics] events`` (auto commit off, ``earliest`` reset, ``read_committed``). aiokafka has no
+  cooperative (incremental) rebalancing: the group uses its default eager assignor
+  (``RoundRobinPartitionAssignor``), so a rebalance revokes every partition of every member
+  for a moment; :class:`_Rebalance` commits what was delivered before a partition goes. aiokafka
+  returns no records while a rebalance is under way, so a graceful handover (a scorer joins or
+  leaves) predicts no event twice; only a crash replays the records after the last commit.
+- The model served comes from :class:`~stream.scale.follower.SnapshotFollower` (the newest
+  verified snapshot on ``[scale] models_topic``, a fresh model of the spec before the first one).
+  :attr:`SnapshotFollower.current` is read once per fetched batch: a swap lands between records.
+- Per event: decode, validate and transform (:meth:`RecordDecoder.parse_event`); an invalid event,
+  or one whose prediction raises (``model_predict_failed``), is copied to the dead-letter topic
+  with the same headers as :meth:`stream.engine.handlers.RecordHandlers.dead_letter`. Otherwise
+  the prediction (:func:`~stream.engine.messages.prediction_message`, stamped with the
+  **snapshot version**, encoded with ``[codec] output``) goes to ``[topics] predictions`` and a
+  served record (:func:`~stream.scale.served.encode_served`) to ``[scale] served_topic``, both
+  keyed by the event's key. The event time is the payload ``ts``, else the record timestamp.
+- Scorers keep no durable state. Progress is the group's committed offsets, committed **only**
+  for records whose outputs Kafka acknowledged: every :data:`COMMIT_INTERVAL_S`, on stop and when
+  partitions are revoked, take :meth:`BatchedOutput.barrier`, wait for it, then commit the
+  offsets of the records added before it. A crash replays at most the uncommitted records:
+  predictions and served records are at least once (a duplicate served record is the trainer's
+  to skip). ``[output] guarantee = "exactly_once"`` is refused for this role (not implemented).
+- With ``exit_when_idle``, a scorer that joined its group, is caught up on every partition it
+  owns and received nothing for that long flushes, commits and returns.
+- Metrics (own registry; ``/metrics`` when ``[metrics] enabled``):
+  ``riverbed_scorer_predictions_total``, ``riverbed_scorer_model_version``,
+  ``riverbed_snapshot_age_seconds``, ``riverbed_snapshot_swaps_total``,
+  ``riverbed_snapshots_rejected_total{reason}``, ``riverbed_scorer_lag`` (records behind, summed
+  over the partitions owned) and ``riverbed_invalid_messages_total{topic,reason}`` (dead letters).
+  A scorer has no HTTP API or status page yet: ``serve_http`` is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalGenerationError, KafkaError, RebalanceInProgressError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from stream.config import Config
+from stream.connect.bootstrap import ensure_kafka
+from stream.connect.security import aiokafka_security
+from stream.connect.topics import topic_partitions
+from stream.engine.codecs import InvalidMessage, OutputCodec
+from stream.engine.decoding import FeaturePipeline, RecordDecoder
+from stream.engine.handlers import MAX_DETAIL_BYTES
+from stream.engine.messages import challenger_predictions, prediction_message
+from stream.engine.metrics import ServiceMetrics, serve
+from stream.engine.model_config import build_model_set
+from stream.engine.output import BatchedOutput
+from stream.engine.transforms import first_line, load_transform
+from stream.errors import RiverbedError
+from stream.scale.follower import SnapshotFollower, SnapshotMetrics
+from stream.scale.served import encode_served
+from stream.scale.topics import create_scale_topics
+
+log = logging.getLogger(__name__)
+
+#: Offsets of delivered records are committed about this often.
+COMMIT_INTERVAL_S = 0.5
+#: The lag and snapshot-age gauges are refreshed about this often.
+PUBLISH_INTERVAL_S = 1.0
+#: How long :meth:`SnapshotFollower.start` may read the models topic before serving.
+SNAPSHOT_START_TIMEOUT_S = 30.0
+#: Commit errors that mean "a rebalance is under way": the revocation commits instead.
+REBALANCE_ERRORS = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError)
+
+#: A member learns of a rebalance (a scorer joined or left) at its next heartbeat: 1 s, not aiokafka's 3 s.
+HEARTBEAT_INTERVAL_MS = 1000
+
+COUNT_NAMES = ("events", "predictions", "invalid")
+
+
+class ScorerMetrics(SnapshotMetrics):
+    """Every metric a scorer exports (see the module docstring), registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry):
+        super().__init__(registry)
+        r = registry
+        self.predictions = Counter("riverbed_scorer_predictions", "Predictions published by this scorer.", registry=r)
+        self.lag = Gauge("riverbed_scorer_lag", "Events behind, summed over the partitions this scorer owns.",
+                         registry=r)
+        self.invalid = Counter(
+            "riverbed_invalid_messages", "Records sent to the dead-letter topic, by source topic and reason.",
+            ["topic", "reason"], registry=r,
+        )
+
+
+@dataclass
+class ScorerSummary:
+    """What one :meth:`Scorer.run` did (the CLI logs it)."""
+
+    counts: dict[str, int]
+    processed: int
+    seconds: float
+    checkpoints: int
+    """Offset commits (a scorer has no checkpoints: its committed offsets are its progress)."""
+    version: int
+    """The snapshot version served at the end."""
+    swaps: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    invalid_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Commit delivered progress before partitions go; note when the group assigned some."""
+
+    def __init__(self, scorer: "Scorer"):
+        self.scorer = scorer
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        try:
+            await self.scorer._commit_delivered(final=True)
+        except Exception as exc:  # the loop surfaces an output failure; the new owner replays from the last commit
+            log.warning("could not commit before the partitions were revoked: %r", exc)
+        self.scorer._forget(revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.scorer._joined = True
+        self.scorer._forget([tp for tp in self.scorer._next if tp not in assigned])
+        log.info("scoring %s", ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)) or "no partition")
+
+
+class Scorer:
+    """One scorer replica. ``await Scorer(config).run()`` predicts until stopped.
+
+    Parameters
+    ----------
+    config
+        The validated configuration.
+    registry
+        Prometheus registry (a fresh one per test).
+    exit_when_idle
+        When set, flush, commit and return once the scorer's partitions are caught up and nothing
+        arrived for this many seconds.
+    serve_metrics
+        Serve ``/metrics`` (``[metrics] enabled`` must also be true).
+    serve_http
+        Ignored: a scorer has no HTTP API yet.
+
+    Raises
+    ------
+    stream.errors.RiverbedError, learners.errors.LearnerError
+        When the model spec or transform cannot be built, or the configuration asks for
+        exactly-once output (before any broker is started or topic created).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        exit_when_idle: float | None = None,
+        serve_metrics: bool = True,
+        serve_http: bool = True,
+    ):
+        if config.output.guarantee == "exactly_once":
+            raise RiverbedError(
+                "[output] guarantee = \"exactly_once\" is not supported by --role scorer yet: scorers publish "
+                "at least once (set guarantee = \"at_least_once\")"
+            )
+        self.config = config
+        self.metrics = ScorerMetrics(registry or CollectorRegistry())
+        self.exit_when_idle = exit_when_idle
+        self.serve_metrics = serve_metrics and config.metrics.enabled
+        build_model_set(config)  # the model spec is checked now, not after Kafka was touched
+        transform = load_transform(config.features.transform) if config.features.transform else None
+        self.decoder = RecordDecoder(
+            config.topics.events, FeaturePipeline(transform), config.codec.max_message_bytes, config.model.task,
+            positive_label=config.model.positive_label, negative_label=config.model.negative_label,
+        )
+        self.encode = OutputCodec(config.codec.output).encode
+        self.publish_challengers = config.challengers.publish
+        self.counts: dict[str, int] = dict.fromkeys(COUNT_NAMES, 0)
+        self.invalid_by_reason: dict[str, int] = {}
+        self.processed = 0
+        self.commits = 0
+        self.metrics_port: int | None = None
+        self.follower: SnapshotFollower | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.output: BatchedOutput | None = None
+        self._next: dict[TopicPartition, int] = {}
+        """Next offset per owned partition: every record before it has its outputs added."""
+        self._commit_lock = asyncio.Lock()
+        self._commit_task: asyncio.Task | None = None
+        self._joined = False
+        self._stop = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the scorer to finish its batch, flush, commit and return (safe from signal handlers)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("%s received: finishing the batch, flushing, committing and stopping", sig.name)
+        self.stop()
+
+    async def run(self) -> ScorerSummary:
+        started = time.monotonic()
+        cfg = self.config
+        bootstrap = await asyncio.to_thread(ensure_kafka, cfg)
+        created = await asyncio.to_thread(create_scale_topics, bootstrap, cfg)
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        t = cfg.topics
+        outputs = (t.predictions, t.deadletter, cfg.scale.served_topic)
+        partitions = {name: len(await asyncio.to_thread(topic_partitions, bootstrap, name)) for name in outputs}
+        if self.serve_metrics:
+            # serve() reads only .registry; a scorer exports its own metrics, not the processor's
+            self.metrics_port = serve(cast(ServiceMetrics, self.metrics), cfg.metrics.host, cfg.metrics.port)
+        self.follower = follower = SnapshotFollower(cfg, self.metrics, bootstrap)
+        await follower.start(SNAPSHOT_START_TIMEOUT_S)
+        try:
+            producer = AIOKafkaProducer(**self._producer_settings(bootstrap))
+            await producer.start()
+            try:
+                self.consumer = consumer = AIOKafkaConsumer(**self._consumer_settings(bootstrap))
+                consumer.subscribe([t.events], listener=_Rebalance(self))
+                await consumer.start()
+                try:
+                    self.output = output = BatchedOutput(producer, partitions)
+                    try:
+                        await self._consume(consumer, output, follower)
+                    finally:
+                        await output.close()
+                finally:
+                    await consumer.stop()  # leaves the group: the others take over at once
+            finally:
+                await producer.stop()
+        finally:
+            await follower.stop()
+        return ScorerSummary(
+            counts=dict(self.counts), processed=self.processed, seconds=time.monotonic() - started,
+            checkpoints=self.commits, version=follower.version, swaps=follower.swaps,
+            rejected=dict(follower.rejected), invalid_by_reason=dict(self.invalid_by_reason),
+        )
+
+    def _consumer_settings(self, bootstrap: str) -> dict[str, Any]:
+        """The events consumer: like :class:`stream.engine.kafka_io.KafkaIO`'s, but in the scorers' group."""
+        cfg = self.config
+        return dict(
+            bootstrap_servers=bootstrap,
+            client_id=cfg.kafka.client_id,
+            group_id=cfg.scale.scorer_group_id,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            request_timeout_ms=int(cfg.kafka.request_timeout_s * 1000),
+            fetch_max_wait_ms=min(500, max(10, cfg.processor.poll_timeout_ms)),
+            max_partition_fetch_bytes=max(1_048_576, cfg.codec.max_message_bytes + 1024),
+            **aiokafka_security(cfg),
+        )
+
+    def _producer_settings(self, bootstrap: str) -> dict[str, Any]:
+        """The output producer: idempotent, ``acks=all``, like :class:`stream.engine.kafka_io.KafkaIO`'s."""
+        cfg = self.config
+        return dict(
+            bootstrap_servers=bootstrap,
+            client_id=cfg.kafka.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            max_request_size=max(1_048_576, cfg.codec.max_message_bytes + 65_536),
+            request_timeout_ms=int(cfg.kafka.request_timeout_s * 1000),
+            **aiokafka_security(cfg),
+        )
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _consume(self, consumer: AIOKafkaConsumer, output: BatchedOutput, follower: SnapshotFollower) -> None:
+        cfg = self.config
+        log.info("consuming %s in group %s, serving version %d", cfg.topics.events, cfg.scale.scorer_group_id,
+                 follower.version)
+        poll_ms = cfg.processor.poll_timeout_ms
+        max_records = cfg.processor.max_batch
+        now = time.monotonic()
+        idle_since, next_commit, next_publish = now, now + COMMIT_INTERVAL_S, now
+        while not self._stop.is_set():
+            batch = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
+            current = follower.current  # read once per batch: a swap lands between records
+            assert current is not None, "the follower serves a snapshot or a fresh model from its start"
+            n = 0
+            for tp, records in batch.items():
+                if tp not in consumer.assignment():
+                    continue  # revoked while fetched: its new owner starts at the committed offset
+                for record in records:
+                    self._score(record, current.models, current.version)
+                n += len(records)
+                self._next[tp] = records[-1].offset + 1
+            now = time.monotonic()
+            if n:
+                self.processed += n
+                idle_since = now
+                await output.submit()
+                await asyncio.sleep(0)  # let the senders and the follower run between batches
+            output.raise_if_failed()
+            follower.raise_if_failed()
+            self._raise_commit_failure()
+            if now >= next_commit and (self._commit_task is None or self._commit_task.done()):
+                self._commit_task = asyncio.create_task(self._commit_delivered())
+                next_commit = now + COMMIT_INTERVAL_S
+            if now >= next_publish:
+                await self._publish_lag(consumer)
+                follower.publish_age()
+                next_publish = now + PUBLISH_INTERVAL_S
+            if (
+                self.exit_when_idle is not None
+                and not n
+                and now - idle_since >= self.exit_when_idle
+                and await self._caught_up(consumer)
+            ):
+                log.info("caught up and idle for %.1f s: flushing, committing and exiting", self.exit_when_idle)
+                break
+        await self._commit_delivered(final=True)
+        await self._publish_lag(consumer)
+
+    def _score(self, record, models, version: int) -> None:
+        """Predict one event record (or dead-letter it) and add its outputs."""
+        output = self.output
+        assert output is not None
+        try:
+            event = self.decoder.parse_event(record.value)
+        except InvalidMessage as exc:
+            self._dead_letter(record, exc.reason, exc.detail)
+            return
+        ts = event.ts if event.ts is not None else record.timestamp / 1000.0
+        try:
+            served = models.predict(event.x, ts)
+            message = prediction_message(event.id, served.y_pred, served.proba, served.model, version, ts)
+            if self.publish_challengers and len(served.record) > 1:
+                message["challengers"] = challenger_predictions(served.record, served.model)
+            encoded = self.encode(message)
+            served_value = encode_served(event.id, event.x, ts, served.record, served.model, version)
+        except Exception as exc:  # the model cannot take this event: dead letter, as in one process
+            self._dead_letter(record, "model_predict_failed", first_line(exc))
+            return
+        output.add(self.config.topics.predictions, record.key, encoded)
+        output.add(self.config.scale.served_topic, record.key, served_value)
+        self.counts["events"] += 1
+        self.counts["predictions"] += 1
+        self.metrics.predictions.inc()
+
+    def _dead_letter(self, record, reason: str, detail: str) -> None:
+        """Copy ``record`` unchanged to the dead-letter topic (the headers of ``RecordHandlers.dead_letter``)."""
+        assert self.output is not None
+        headers = [
+            ("source_topic", record.topic.encode()),
+            ("source_partition", str(record.partition).encode()),
+            ("source_offset", str(record.offset).encode()),
+            ("reason", reason.encode()),
+            ("detail", detail.encode("utf-8", errors="replace")[:MAX_DETAIL_BYTES]),
+        ]
+        value = record.value if record.value is not None or record.key is not None else b""
+        self.output.add(self.config.topics.deadletter, record.key, value, headers)
+        self.counts["invalid"] += 1
+        key = f"{record.topic}:{reason}"
+        self.invalid_by_reason[key] = self.invalid_by_reason.get(key, 0) + 1
+        self.metrics.invalid.labels(record.topic, reason).inc()
+        log.debug("dead-lettered %s:%d@%d: %s %s", record.topic, record.partition, record.offset, reason, detail)
+
+    # -- progress --------------------------------------------------------------------------
+
+    async def _commit_delivered(self, final: bool = False) -> None:
+        """Wait until the outputs of the records processed so far are acknowledged, then commit them.
+
+        ``final`` (stop, revocation): also wait for a periodic commit in flight, and raise on a
+        failed commit other than a rebalance under way. Raises
+        :class:`~stream.engine.output.OutputError` when some output was not acknowledged
+        (nothing is committed then).
+        """
+        if final and self._commit_task is not None and not self._commit_task.done():
+            try:
+                await self._commit_task
+            except Exception:  # reported below by this commit, or by _raise_commit_failure
+                pass
+        async with self._commit_lock:
+            output, consumer = self.output, self.consumer
+            if output is None or consumer is None:
+                return
+            barrier = output.barrier()
+            offsets = dict(self._next)
+            await output.wait(barrier)  # raises OutputError: nothing past it is committed
+            owned = consumer.assignment()
+            offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except REBALANCE_ERRORS as exc:
+                log.info("offset commit deferred by a rebalance: %s", type(exc).__name__)
+                return
+            except KafkaError as exc:
+                if final:
+                    raise
+                log.warning("offset commit failed (retried in %.1f s): %r", COMMIT_INTERVAL_S, exc)
+                return
+            self.commits += 1
+
+    def _raise_commit_failure(self) -> None:
+        task = self._commit_task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+    def _forget(self, revoked) -> None:
+        for tp in revoked:
+            self._next.pop(tp, None)
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer) -> bool:
+        """The group assigned this scorer its share and it has read every owned partition to its end."""
+        if not self._joined:
+            return False
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = consumer.highwater(tp)
+            if end is None or await consumer.position(tp) < end:
+                return False
+        return True
+
+    async def _publish_lag(self, consumer: AIOKafkaConsumer) -> None:
+        total = 0
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                done = self._next.get(tp)
+                if done is None:
+                    done = await consumer.position(tp)
+                total += max(0, high - done)
+        self.metrics.lag.set(total)

@@ -1,0 +1,278 @@
+"""Scorer replicas on the real broker: every event predicted by a verified snapshot, hot swap, tampering.
+
+A snapshot of a model set trained offline is published to the models topic in several chunks;
+scorers in one group over a 3-partition events topic must predict every event with it (the
+prediction and the served record both stamped with its version), commit exactly the offsets they
+delivered, swap a newer snapshot in without a pause and refuse a tampered one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import random
+import time
+import types
+from collections import Counter, defaultdict
+
+import msgpack
+import pytest
+from aiokafka import AIOKafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from stream.config import Config
+from stream.devtools.datasets import open_dataset
+from stream.engine import model_bytes
+from stream.engine.model_bytes import load_model_state, seal_model_state
+from stream.engine.model_config import build_model_set
+from stream.scale.scorer import Scorer
+from stream.scale.served import decode_served
+from stream.scale.snapshots import Chunk, make_chunks
+from stream.scale.topics import create_scale_topics
+from tests.support import fresh_config
+
+pytestmark = pytest.mark.broker
+
+CHUNK_BYTES = 2048
+SWAP_GAP_BOUND_S = 1.0
+"""Serving may pause at most this long across a swap (measured ~0.01-0.05 s; generous for a shared 2-core box)."""
+
+
+@pytest.fixture(autouse=True)
+def no_model_key(monkeypatch):
+    monkeypatch.delenv("RIVERBED_MODEL_KEY", raising=False)
+
+
+def scale_config(test_config: Config, bootstrap: str, tmp_path) -> Config:
+    return fresh_config(test_config, bootstrap, tmp_path / "state", kafka={"partitions": 3},
+                        scale={"snapshot_chunk_bytes": CHUNK_BYTES}, processor={"poll_timeout_ms": 50})
+
+
+def trained_blob(cfg: Config, n: int, seed: int) -> bytes:
+    """The sealed model bytes of the configured model set trained offline on ``n`` SEA rows."""
+    models = build_model_set(cfg)
+    for x, y in open_dataset("sea", limit=n, seed=seed).rows:
+        models.learn(x, y, models.predict(x).record)
+    return seal_model_state(models, None)
+
+
+def snapshot_chunks(cfg: Config, blob: bytes, version: int) -> list[Chunk]:
+    chunks = make_chunks(blob, name=cfg.model_name, version=version, chunk_bytes=CHUNK_BYTES)
+    assert len(chunks) >= 3, "the snapshot must span several chunks"
+    return chunks
+
+
+def publish_chunks(bootstrap: str, topic: str, chunks: list[Chunk]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for c in chunks:
+        producer.send(topic, key=c.key, value=c.value, headers=c.headers)
+    producer.flush()
+    producer.close()
+
+
+def events(n: int, seed: int) -> list[dict]:
+    return [{"id": f"e{i}", "x": x, "ts": float(i)} for i, (x, _) in enumerate(open_dataset("sea", limit=n, seed=seed).rows)]
+
+
+def read_all(bootstrap: str, topic: str) -> list:
+    """Every record of ``topic`` up to its current end offsets (no idle wait)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records = []
+        deadline = time.monotonic() + 20
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def unpickles(monkeypatch):
+    """Every unpickle of model bytes (model_bytes is the only place a snapshot is unpickled)."""
+    calls: list[int] = []
+
+    def loads(data, *a, **k):
+        calls.append(len(data))
+        return pickle.loads(data, *a, **k)
+
+    monkeypatch.setattr(model_bytes, "pickle", types.SimpleNamespace(loads=loads, dumps=pickle.dumps))
+    return calls
+
+
+def test_two_scorers_predict_every_event_with_the_snapshot(test_config, broker_bootstrap, tmp_path):
+    cfg = scale_config(test_config, broker_bootstrap, tmp_path)
+    create_scale_topics(broker_bootstrap, cfg)
+    blob = trained_blob(cfg, 500, seed=3)
+    publish_chunks(broker_bootstrap, cfg.scale.models_topic, snapshot_chunks(cfg, blob, 500))
+    offline = load_model_state(blob)["models"]
+    sent = events(2000, seed=11)
+    expected = {e["id"]: offline.predict(e["x"]).y_pred for e in sent}
+    assert 0 < sum(expected.values()) < len(expected)  # both classes: a wrong model would show
+    producer = KafkaProducer(bootstrap_servers=broker_bootstrap, acks="all", linger_ms=20)
+    for e in sent:
+        producer.send(cfg.topics.events, key=e["id"].encode(), value=msgpack.packb(e))
+    producer.flush()
+    producer.close()
+
+    async def two():
+        scorers = [Scorer(cfg, registry=CollectorRegistry(), exit_when_idle=1.5, serve_metrics=False)
+                   for _ in range(2)]
+        return scorers, await asyncio.gather(*(s.run() for s in scorers))
+
+    scorers, summaries = asyncio.run(two())
+    assert all(s.version == 500 for s in summaries)
+    assert sum(s.processed for s in summaries) >= 2000
+
+    predictions = [msgpack.unpackb(r.value) for r in read_all(broker_bootstrap, cfg.topics.predictions)]
+    assert {p["id"] for p in predictions} == set(expected)
+    assert {(p["model"], p["version"]) for p in predictions} == {(cfg.model_name, 500)}
+    assert all(p["y_pred"] == expected[p["id"]] for p in predictions)
+    served = [decode_served(r.value) for r in read_all(broker_bootstrap, cfg.scale.served_topic)]
+    by_id = {e["id"]: e for e in sent}
+    assert {s.id for s in served} == set(expected)
+    for s in served:
+        assert (s.version, s.model, s.x, s.ts) == (500, cfg.model_name, by_id[s.id]["x"], by_id[s.id]["ts"])
+        (champion,) = [r for r in s.record if r[0] == cfg.model_name]
+        assert champion[1] == expected[s.id]
+    consumer = KafkaConsumer(bootstrap_servers=broker_bootstrap, group_id=cfg.scale.scorer_group_id,
+                             enable_auto_commit=False)
+    try:  # not subscribed: it only reads the group's committed offsets
+        tps = [TopicPartition(cfg.topics.events, p) for p in range(3)]
+        assert {tp: consumer.committed(tp) for tp in tps} == consumer.end_offsets(tps)
+    finally:
+        consumer.close()
+
+
+def test_hot_swap_without_a_pause_and_a_tampered_snapshot_is_refused(test_config, broker_bootstrap, tmp_path,
+                                                                      unpickles):
+    cfg = scale_config(test_config, broker_bootstrap, tmp_path)
+    create_scale_topics(broker_bootstrap, cfg)
+    publish_chunks(broker_bootstrap, cfg.scale.models_topic, snapshot_chunks(cfg, trained_blob(cfg, 500, 3), 500))
+    newer = snapshot_chunks(cfg, trained_blob(cfg, 1000, 3), 1000)
+    tampered = snapshot_chunks(cfg, trained_blob(cfg, 1500, 3), 1500)
+    c = tampered[1]
+    flip = random.Random(5).randrange(len(c.value))
+    tampered[1] = Chunk(c.key, c.value[:flip] + bytes([c.value[flip] ^ 0x01]) + c.value[flip + 1:], c.headers)
+    sent = events(2400, seed=12)
+    registry = CollectorRegistry()
+    scorer = Scorer(cfg, registry=registry, serve_metrics=False)
+
+    async def wait_for(condition, what: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    async def scenario():
+        run = asyncio.create_task(scorer.run())
+        await wait_for(lambda: scorer.follower is not None and scorer.follower.version == 500, "the first snapshot")
+        producer = AIOKafkaProducer(bootstrap_servers=broker_bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            for i in range(0, len(sent), 20):  # ~1,000 events/s for 2.4 s
+                for e in sent[i:i + 20]:
+                    await producer.send(cfg.topics.events, key=e["id"].encode(), value=msgpack.packb(e))
+                if i == 600:  # 0.6 s into the stream: a newer snapshot
+                    for chunk in newer:
+                        await producer.send(cfg.scale.models_topic, key=chunk.key, value=chunk.value,
+                                            headers=chunk.headers)
+                if i == 1400:  # after it landed: a tampered one
+                    assert scorer.follower.version == 1000
+                    for chunk in tampered:
+                        await producer.send(cfg.scale.models_topic, key=chunk.key, value=chunk.value,
+                                            headers=chunk.headers)
+                await asyncio.sleep(0.02)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        await wait_for(lambda: scorer.processed >= len(sent), "every event scored")
+        await wait_for(lambda: scorer.follower.rejected, "the tampered snapshot's rejection")
+        scorer.stop()
+        return await run
+
+    summary = asyncio.run(scenario())
+    assert summary.version == 1000 and summary.swaps == 2  # the snapshot it started with, then the newer one
+    assert summary.rejected == {"sha256": 1}
+    assert registry.get_sample_value("riverbed_snapshots_rejected_total", {"reason": "sha256"}) == 1
+    assert registry.get_sample_value("riverbed_snapshot_swaps_total") == 2
+    assert registry.get_sample_value("riverbed_scorer_model_version") == 1000
+    assert registry.get_sample_value("riverbed_scorer_predictions_total") >= len(sent)
+    assert len(unpickles) == 2  # the snapshots of version 500 and 1000; the tampered one never
+    swapped_ms = int(scorer.follower.swapped_at * 1000)
+
+    records = read_all(broker_bootstrap, cfg.topics.predictions)
+    predictions = [(r.timestamp, r.partition, r.offset, msgpack.unpackb(r.value)) for r in records]
+    assert {p["id"] for _, _, _, p in predictions} == {e["id"] for e in sent}
+    versions = Counter(p["version"] for _, _, _, p in predictions)
+    assert set(versions) == {500, 1000} and min(versions.values()) > 100
+    # the swap lands between records: before it version 500, after it 1000 (ms clock: skip the tie)
+    assert all(p["version"] == 500 for ts, _, _, p in predictions if ts < swapped_ms)
+    assert all(p["version"] == 1000 for ts, _, _, p in predictions if ts > swapped_ms)
+    by_partition = defaultdict(list)
+    for _, partition, offset, p in sorted(predictions, key=lambda t: (t[1], t[2])):
+        by_partition[partition].append(p["version"])
+    assert len(by_partition) == 3
+    assert all(v == sorted(v) for v in by_partition.values()), "versions never decrease within a partition"
+    stamps = sorted(ts for ts, _, _, _ in predictions)
+    gaps = [(b - a) / 1000 for a, b in zip(stamps, stamps[1:])]
+    across = max(b - a for a, b in zip(stamps, stamps[1:]) if a <= swapped_ms <= b) / 1000
+    first_after = min(ts for ts in stamps if ts >= swapped_ms) - swapped_ms
+    print(f"longest gap between predictions: {max(gaps):.3f} s overall, {across:.3f} s across the swap; "
+          f"first prediction {first_after} ms after it")
+    assert across < SWAP_GAP_BOUND_S and max(gaps) < SWAP_GAP_BOUND_S
+
+
+def test_a_scorer_joining_mid_stream_takes_partitions_over_without_loss(test_config, broker_bootstrap, tmp_path):
+    """The eager rebalance: the first scorer commits what it delivered before its partitions go, so
+    the second resumes exactly there."""
+    cfg = scale_config(test_config, broker_bootstrap, tmp_path)
+    create_scale_topics(broker_bootstrap, cfg)
+    scorers = [Scorer(cfg, registry=CollectorRegistry(), exit_when_idle=1.5, serve_metrics=False) for _ in range(2)]
+    first, second = scorers
+    sent = events(20_000, seed=13)
+
+    async def scenario():
+        runs = [asyncio.create_task(first.run())]
+        producer = AIOKafkaProducer(bootstrap_servers=broker_bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            i, deadline, joined_at = 0, time.monotonic() + 20, None
+            while i < len(sent):  # ~1,500 events/s until the second scorer has served 500 and 1,500 more
+                for e in sent[i:i + 30]:
+                    await producer.send(cfg.topics.events, key=e["id"].encode(), value=msgpack.packb(e))
+                i += 30
+                if len(runs) == 1 and first.processed >= 1000:
+                    runs.append(asyncio.create_task(second.run()))
+                if joined_at is None and second.processed >= 500:
+                    joined_at = i
+                if (joined_at is not None and i >= joined_at + 1500) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.02)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        assert joined_at is not None, "the second scorer never took partitions over"
+        return i, await asyncio.gather(*runs)
+
+    n, summaries = asyncio.run(scenario())
+    ids = [msgpack.unpackb(r.value)["id"] for r in read_all(broker_bootstrap, cfg.topics.predictions)]
+    print(f"{n} events, processed {[s.processed for s in summaries]}")
+    assert all(s.processed > 500 for s in summaries)
+    # aiokafka returns no records while a rebalance is under way and the revocation commits every
+    # delivered record first: a graceful handover predicts each event once (a crash would replay)
+    assert sorted(ids) == sorted(e["id"] for e in sent[:n])
+    consumer = KafkaConsumer(bootstrap_servers=broker_bootstrap, group_id=cfg.scale.scorer_group_id,
+                             enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(cfg.topics.events, p) for p in range(3)]
+        assert {tp: consumer.committed(tp) for tp in tps} == consumer.end_offsets(tps)
+    finally:
+        consumer.close()
