@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: bench-soak help venv system-deps compose-plugin demo lint test test-unit bench broker-start broker-stop clean
+.PHONY: bench-soak bench-scale help venv system-deps compose-plugin demo lint test test-unit bench broker-start broker-stop clean
 
 help:
 	@echo "make demo    set up, start the local Kafka broker, replay a dataset with delayed labels, print a report"
@@ -13,6 +13,7 @@ help:
 	@echo "make system-deps  Debian's prometheus and chromium for the operations tests (as root, when missing)"
 	@echo "make bench   throughput and latency benchmark (not part of make test)"
 	@echo "make bench-soak  1,000,000 events through a live processor: RSS, state, GC pauses"
+	@echo "make bench-scale  1 trainer + 1, 2, 3 scorers on a 6-partition topic (taskset-pinned): events/s, CPU, latency, staleness"
 	@echo "make clean   remove the virtualenv and local state"
 
 $(STAMP): pyproject.toml
@@ -76,6 +77,10 @@ bench: venv
 # the soak (1,000,000 events at half the sustained rate; about 10 minutes)
 bench-soak: venv
 	$(BIN)/python -m bench --rows soak --out bench/results/soak.json
+
+# the scale-out rows (riverbed run --role trainer|scorer subprocesses; about 1 minute per model)
+bench-scale: venv
+	$(BIN)/python -m bench --rows scale --out bench/results/scale.json
 
 broker-start: venv
 	$(BIN)/riverbed broker start

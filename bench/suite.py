@@ -25,6 +25,11 @@ What is measured (all rows, same broker, same data, same run):
 - **recovery**: ``riverbed run`` as a subprocess on the full backlog, ``SIGKILL`` mid-way, restart;
   time from the restart (just before ``Popen``) to the Kafka timestamp of the first prediction
   record appended after the kill.
+- **scale** (``--rows scale`` only, not a default row; ``make bench-scale``): one
+  ``riverbed run --role trainer`` and 1, 2, 3 ``--role scorer`` subprocesses on a 6-partition
+  events topic, pinned with ``taskset`` (trainer, producer and the bench's broker on core 0,
+  scorers on the others): burst throughput, CPU seconds per 1,000 events, latency, staleness in
+  labels (:mod:`bench.scale`).
 - **soak** (``--rows soak`` only, not a default row): ``--soak-events`` events with labels through
   the live processor at a steady ``--soak-rate`` (default 50 % of the riverbed row's rate); RSS
   when 100,000 events were applied and at the end (goal: growth ≤ 10 %), pending entries,
@@ -55,6 +60,7 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
+from bench.scale import markdown as scale_markdown
 from bench.worker import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +72,10 @@ PEER_ROWS = ("faust", "bytewax")
 ACCURACY_TOLERANCE = 0.01
 ACCURACY_CHECK_MIN_EVENTS = 10_000
 DEFAULT_ROWS = ("bare", "riverbed", "lean", "faust", "bytewax", "naive", "latency", "recovery", "guarantees")
-ALL_ROWS = (*DEFAULT_ROWS, "soak")
+ALL_ROWS = (*DEFAULT_ROWS, "soak", "scale")
+#: The rows that read the workload published once to the shared bench topics (latency and a soak
+#: without --soak-rate take their rate from the riverbed row, which reads it).
+BACKLOG_ROWS = ("riverbed", "lean", "faust", "bytewax", "naive", "latency", "recovery", "guarantees")
 #: The ``[kafka]`` keys that say how a client logs in (the password is never one of them).
 SECURITY_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password_file",
                  "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
@@ -105,7 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="events for the faust row, the slowest (default 30000, capped at --events)")
     p.add_argument("--models", default="logreg,hoeffding_adaptive", help="comma-separated presets")
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
-                   help=f"comma-separated subset of {','.join(ALL_ROWS)} (default: all but soak)")
+                   help=f"comma-separated subset of {','.join(ALL_ROWS)} (default: all but soak and scale; "
+                        "soak is make bench-soak, scale is make bench-scale: 1 trainer + 1, 2, 3 scorers, a few minutes)")
     p.add_argument("--dataset", default="sea", help="built-in dataset replayed as the workload (default sea)")
     p.add_argument("--loads", default="0.1,0.5,0.8", help="latency runs at these fractions of riverbed's rate")
     p.add_argument("--latency-seconds", type=float, default=12.0, help="length of each latency run")
@@ -119,6 +129,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--soak-rate", type=float, default=None,
                    help="events/s of the soak row (default: 50%% of the riverbed row's rate)")
     p.add_argument("--soak-sample-s", type=float, default=2.0, help="seconds between the soak row's samples")
+    p.add_argument("--scale-events", type=int, default=20_000,
+                   help="events (with labels) of each phase of a scale row: a burst, then a steady stream (default 20000)")
+    p.add_argument("--scale-scorers", default="1,2,3", help="scorer counts of the scale rows, one trainer each (default 1,2,3)")
+    p.add_argument("--scale-rate", type=float, default=4000.0,
+                   help="events/s of the scale rows' steady phase (default 4000)")
+    p.add_argument("--scale-label-lag", type=float, default=0.5,
+                   help="seconds each label of the steady phase follows its event at least (default 0.5)")
     return p.parse_args(argv)
 
 
@@ -594,11 +611,12 @@ def run(args: argparse.Namespace) -> dict:
                "latency_seconds": args.latency_seconds, "broker_pid": broker.running_pid() if broker else None}
         workload = Workload(args.dataset, args.events)
         topics = topic_names(f"bench-{args.dataset}-{uuid.uuid4().hex[:6]}")
-        create(bootstrap, {k: topics[k] for k in ("events", "labels")})
-        say(f"publishing {workload.n:,} events and {workload.n:,} labels ({args.dataset}, label delay 100)")
-        published = produce(bootstrap, SimpleNamespace(**topics), workload.records(), progress=False)
-        say(f"published in {published['seconds']:.1f} s")
-        results["workload"]["published"] = published
+        if set(rows) & set(BACKLOG_ROWS) or ("soak" in rows and not args.soak_rate):
+            create(bootstrap, {k: topics[k] for k in ("events", "labels")})
+            say(f"publishing {workload.n:,} events and {workload.n:,} labels ({args.dataset}, label delay 100)")
+            published = produce(bootstrap, SimpleNamespace(**topics), workload.records(), progress=False)
+            say(f"published in {published['seconds']:.1f} s")
+            results["workload"]["published"] = published
 
         for preset in models:
             say(f"== {preset} ==")
@@ -674,6 +692,14 @@ def run(args: argparse.Namespace) -> dict:
                 except Exception as exc:
                     say(f"{preset}: soak failed: {exc}")
                     entry.setdefault("errors", []).append(f"soak: {exc}")
+            if "scale" in rows:
+                from bench.scale import measure as measure_scale
+
+                counts = [int(k) for k in args.scale_scorers.split(",") if k.strip()]
+                entry["scale"] = measure_scale(ctx, preset, counts, args.scale_events, args.scale_rate, say,
+                                               args.scale_label_lag)
+                for error in entry["scale"].get("errors", []):
+                    entry.setdefault("errors", []).append(error)
             if "recovery" in entry:
                 say(f"{preset}: first new prediction {entry['recovery']['seconds']:.2f} s after the restart")
             derive(entry, preset)
@@ -801,6 +827,7 @@ def markdown(results: dict) -> str:
         lines += ["", "| model | [output] guarantee | events/s | latency p50 / p99 ms at 50% load | × at-least-once |",
                   "|---|---|---:|---|---:|", *guarantee_rows]
     lines += soak_markdown(results)
+    lines += scale_markdown(results)
     for preset, entry in results["models"].items():
         for reason in entry.get("skipped", []):
             lines.append(f"\n{preset}: {reason}")

@@ -302,6 +302,8 @@ def _validate(values: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, 
     if scale["snapshot_every_labels"] < 1 or scale["snapshot_interval_s"] <= 0:
         raise ConfigError(f"{where}: [scale] snapshot_every_labels must be at least 1 and snapshot_interval_s "
                           "greater than 0 (a snapshot goes out at whichever comes first)")
+    if scale["trainer_max_wait_ms"] < 0:
+        raise ConfigError(f"{where}: [scale] trainer_max_wait_ms must be 0 or more (30000 covers a scorer failover)")
     if not 1024 <= scale["snapshot_chunk_bytes"] <= 16 * 1024 * 1024:
         raise ConfigError(f"{where}: [scale] snapshot_chunk_bytes must be between 1024 and 16777216 "
                           f"(got {scale['snapshot_chunk_bytes']}); keep it under the broker's message.max.bytes")

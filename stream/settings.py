@@ -146,6 +146,7 @@ class ScaleSettings:
     snapshot_interval_s: float = 10.0
     snapshot_chunk_bytes: int = 524_288
     scorer_group_id: str = "riverbed-scorers"
+    trainer_max_wait_ms: int = 30_000
 
 
 @dataclass(frozen=True)

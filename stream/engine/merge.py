@@ -35,6 +35,12 @@ Rules, in order:
    ``events`` stream flow after one short wait. Leading records never wait for the others
    (predictions are not delayed), and with data already in the topics the rule only applies
    after the last event, so it does not change the order of a replay.
+7. With ``hold_unseen`` (the scale-out trainer, whose leading topic is the served topic written
+   by independent scorers), rule 6 also holds a record whose event has not been seen while *any*
+   leading partition is caught up and empty, even behind the leading time: one scorer may be
+   behind the others (or dead until its group reassigns its partitions), and a label released
+   before its served record would be lost as unmatched. Everything waits behind it (the order
+   of labels stays that of one process); the wait is bounded by ``max_wait_s`` like rule 6's.
 
 >>> merge = EventTimeMerge({"labels": 0, "events": 1}, max_wait_s=1.0)
 >>> merge.add(("events", 0), [Item(2.0, 0, "e0"), Item(3.0, 1, "e1")], caught_up=True)
@@ -86,6 +92,8 @@ class EventTimeMerge:
     seen
         ``seen(item)`` is True when the leading record a waiting record refers to was already
         released (a label whose event is pending): such a record need not wait.
+    hold_unseen
+        Rule 7: hold such a record while any leading partition is caught up and empty.
     """
 
     def __init__(
@@ -94,11 +102,13 @@ class EventTimeMerge:
         max_wait_s: float,
         leading: str | None = None,
         seen: Callable[[Item], bool] | None = None,
+        hold_unseen: bool = False,
     ):
         self.ranks = dict(ranks)
         self.max_wait_s = max_wait_s
         self.leading = leading
         self.seen = seen
+        self.hold_unseen = hold_unseen
         self.wait_expirations = 0
         self.leading_ts: float | None = None  # the latest event time released from the leading topic
         self._partitions: dict[Hashable, _Partition] = {}
@@ -145,6 +155,14 @@ class EventTimeMerge:
         """True when every buffer is empty and every partition is at its high watermark."""
         return all(p.caught_up and not p.buffer for p in self._partitions.values())
 
+    def _may_still_come(self, ts: float) -> bool:
+        """Rules 6 and 7: a leading record of event time before ``ts`` may still arrive."""
+        if self.hold_unseen:
+            return any(p.caught_up and not p.buffer for p in self._leaders)
+        return (self.leading_ts is None or ts > self.leading_ts) and all(
+            p.caught_up and not p.buffer for p in self._leaders
+        )
+
     def pop_ready(self, waited_s: float) -> Iterator[Item]:
         """Yield every record that can be released now, in merge order.
 
@@ -188,10 +206,9 @@ class EventTimeMerge:
             if (
                 leaders
                 and not best.leads
-                and (self.leading_ts is None or best_key[0] > self.leading_ts)
-                and all(p.caught_up and not p.buffer for p in leaders)
+                and self._may_still_come(best_key[0])
                 and (self.seen is None or not self.seen(best.buffer[0]))
-            ):  # rule 6: its event may not be on the broker yet
+            ):  # rules 6 and 7: its event may not be on the broker yet
                 if self._hold_waited < self.max_wait_s:
                     self._holding = True
                     return

@@ -250,6 +250,13 @@ class Processor:
             ttl_s=cfg.labels.ttl_s, publish_challengers=cfg.challengers.publish, observer=telemetry,
         )
 
+    HOLD_UNSEEN_LABELS = False
+    """Merge rule 7 (:mod:`stream.engine.merge`): the trainer's events come from independent scorers."""
+
+    def merge_max_wait_s(self) -> float:
+        """How long the merge holds a record for a lagging partition: ``[processor] max_wait_ms``."""
+        return self.config.processor.max_wait_ms / 1000
+
     def events_topic(self) -> str:
         """The topic whose records are the events this run applies: ``[topics] events`` (the scale-out
         trainer, :class:`stream.scale.trainer.Trainer`, reads ``[scale] served_topic`` instead)."""
@@ -315,9 +322,10 @@ class Processor:
         self.handlers = handlers = self.build_handlers(state, store, output, telemetry)
         self.merge = merge = EventTimeMerge(
             {topics.labels: LABEL_RANK, topics.events: EVENT_RANK},
-            max_wait_s=cfg.processor.max_wait_ms / 1000,
+            max_wait_s=self.merge_max_wait_s(),
             leading=topics.events,
             seen=handlers.event_seen,
+            hold_unseen=self.HOLD_UNSEEN_LABELS,
         )
         for key in inputs:
             merge.register(key)

@@ -10,8 +10,11 @@ Endpoints (``[http] host``/``port``, loopback by default):
                        is at most ``[http] ready_lag``; 503 with the reason otherwise
 ``GET /status``        the document of ``riverbed status --json``, computed from the live state
                        (model fingerprints from the live models), plus ``"live": true``,
-                       ``"lag"`` per input partition and ``"rates"`` (events, labels,
-                       predictions per second over the last 10 s)
+                       ``"lag"`` per input partition, ``"rates"`` (events, labels,
+                       predictions per second over the last 10 s) and ``"role"``: ``"all"``
+                       (one process), or ``"trainer"`` with ``"snapshots"`` (the models topic,
+                       the version and count published, the newest one's age) for a service
+                       that is a :class:`SnapshotPublishing` (the scale-out trainer)
 ``GET /history``       the bounded metrics history (:mod:`stream.engine.history`), drift detections and
                        promotions, for plots
 ``POST /predict``      score one event ``{"x": {...}, "id"?: ..., "ts"?: ...}`` or a list of them
@@ -186,6 +189,15 @@ class LiveService(Protocol):
 
     async def broker_reachable(self, timeout_s: float) -> str | None:
         """``None`` when a metadata round trip answered within ``timeout_s``, else the reason, short."""
+
+
+@runtime_checkable
+class SnapshotPublishing(Protocol):
+    """A :class:`LiveService` that publishes model snapshots (:class:`stream.scale.trainer.Trainer`):
+    its ``/status`` says ``"role": "trainer"`` and carries :meth:`snapshot_status` as ``"snapshots"``."""
+
+    def snapshot_status(self) -> dict:
+        """``{"topic", "published_version", "published", "age_s"}`` (version and age None before the first)."""
 
 
 def missing_members(service: object) -> list[str]:
@@ -618,6 +630,11 @@ class HttpApi:
         document["live"] = True
         document["lag"] = service.lag()
         document["rates"] = self.rates()
+        if isinstance(service, SnapshotPublishing):
+            document["role"] = "trainer"
+            document["snapshots"] = service.snapshot_status()
+        else:
+            document["role"] = "all"
         self._status_cache = (now, document)
         return document
 

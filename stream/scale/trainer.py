@@ -31,6 +31,13 @@ Contract
 - Learning does not depend on which snapshot served an event as long as drift actions are
   ``alert`` (``retrain`` trains a background model only on warning-level errors, and challenger
   promotions follow the metrics, which are those of the served predictions).
+- **Served records lag independently**: each served partition is written by whichever scorer
+  owns that events partition, so one can be behind the others (a slow scorer, or a dead one
+  until its group's session timeout reassigns its partitions). The trainer's event-time merge
+  therefore holds a label whose served record has not arrived while any served partition is
+  caught up and empty (merge rule 7, :mod:`stream.engine.merge`), for at most ``[processor]
+  max_wait_ms`` of waiting for input; set it above a scorer failover (the scorers' session
+  timeout, 10 s, plus a restart) or a label outrunning its served record is lost as unmatched.
 - **Snapshots**: one when the loop first runs (the restored model), then per
   :class:`~stream.scale.publisher.SnapshotPublisher` rules once per loop slice, and a last one
   when the trainer stops normally, delivered before the final checkpoint.
@@ -183,6 +190,13 @@ class Trainer(Processor):
         self.publisher: SnapshotPublisher | None = None
         self._submits: set[asyncio.Task] = set()
 
+    HOLD_UNSEEN_LABELS = True
+
+    def merge_max_wait_s(self) -> float:
+        """``[scale] trainer_max_wait_ms``: a label whose served record has not arrived waits this
+        long (merge rule 7) -- long enough for a scorer failover (session timeout + rebalance)."""
+        return self.config.scale.trainer_max_wait_ms / 1000
+
     def events_topic(self) -> str:
         return self.config.scale.served_topic
 
@@ -191,6 +205,20 @@ class Trainer(Processor):
 
     def create_missing_topics(self, bootstrap: str) -> list[str]:
         return create_scale_topics(bootstrap, self.config)
+
+    def snapshot_status(self) -> dict:
+        """The snapshots this trainer published, for ``GET /status`` (read-only).
+
+        ``{"topic", "published_version" (None: none yet), "published" (count), "age_s" (None: none yet)}``.
+        """
+        publisher = self.publisher
+        published = publisher is not None and publisher.last_version is not None
+        return {
+            "topic": self.config.scale.models_topic,
+            "published_version": publisher.last_version if publisher is not None else None,
+            "published": publisher.published if publisher is not None else 0,
+            "age_s": publisher.clock() - publisher.last_at if published and publisher is not None else None,
+        }
 
     def build_decoder(self) -> RecordDecoder:
         cfg = self.config

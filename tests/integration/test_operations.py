@@ -252,6 +252,7 @@ def test_status_is_the_live_status_document(live):
     on_disk = read_status(cfg)
     assert set(on_disk) <= set(body)  # the same document as `riverbed status --json`, plus live fields
     assert body["live"] is True and body["serving"] == "logreg"
+    assert body["role"] == "all" and "snapshots" not in body  # one process, no scale-out trainer
     assert body["counts"]["events"] == N_EVENTS and body["counts"]["joined"] == N_EVENTS
     assert body["counts"] == on_disk["counts"]  # idle: the last checkpoint covers everything
     assert body["models"]["logreg"]["fingerprint"] == on_disk["models"]["logreg"]["fingerprint"]
@@ -390,7 +391,7 @@ def test_status_page_renders_offline_in_chromium(live, tmp_path):
     text = dom.stdout.decode()
     assert 'data-chart="rendered"' in text, text[:3000]
     assert 'class="series"' in text and 'data-model="logreg"' in text
-    assert "serving logreg" in text and "version 8,000" in text
+    assert "serving logreg" in text and "version 8,000" in text and "role all" in text
 
     shot = tmp_path / "status-page.png"
     result = run_chromium(binary, tmp_path, f"--screenshot={shot}", "--window-size=1280,900",

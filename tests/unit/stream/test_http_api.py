@@ -107,6 +107,50 @@ def test_status_and_history_come_from_the_interface():
     assert status[1]["checkpoint"] is None and "fingerprint" in status[1]["models"]["logreg"]
     assert status[1]["refused"] == [{"seq": 3, "reason": "checksum mismatch"}]
     assert history[0] == 200 and history[1]["serving"] == "logreg" and history[1]["points"] == []
+    assert status[1]["role"] == "all" and "snapshots" not in status[1]  # one process publishes no snapshots
+
+
+class PublishingService(StaticService):
+    """A :class:`StaticService` that publishes model snapshots, as the scale-out trainer does."""
+
+    def snapshot_status(self) -> dict:
+        return {"topic": "models", "published_version": 1200, "published": 3, "age_s": 2.5}
+
+
+def test_status_shows_the_trainer_role_and_its_published_snapshots():
+    ((code, status),) = call(PublishingService(logreg()), get("/status"))
+    assert code == 200 and status["role"] == "trainer"
+    assert status["snapshots"] == {"topic": "models", "published_version": 1200, "published": 3, "age_s": 2.5}
+
+
+def test_the_trainer_reports_its_snapshots_and_one_process_is_no_publisher(tmp_path):
+    from stream.config import load_config
+    from stream.engine.processor import Processor
+    from stream.engine.stream_state import StreamState
+    from stream.ops.http_api import SnapshotPublishing
+    from stream.scale.publisher import SnapshotPublisher
+    from stream.scale.trainer import Trainer
+
+    cfg = load_config(None, env={}).replace(state={"dir": str(tmp_path)}, scale={"models_topic": "m1"})
+    assert not isinstance(Processor(cfg, serve_metrics=False), SnapshotPublishing)
+    trainer = Trainer(cfg, serve_metrics=False)
+    assert isinstance(trainer, SnapshotPublishing)
+    assert trainer.snapshot_status() == {"topic": "m1", "published_version": None, "published": 0, "age_s": None}
+
+    class Sink:
+        def __init__(self):
+            self.records = []
+
+        def add(self, topic, key, value, headers=()):
+            self.records.append(topic)
+
+    clock = iter([10.0, 13.5])  # the publish, then the status
+    state = StreamState(models=logreg())
+    state.counts["joined"] = 42
+    trainer.publisher = SnapshotPublisher(state, Sink(), topic="m1", name="logreg", every_labels=100, interval_s=60,
+                                          chunk_bytes=1 << 20, clock=lambda: next(clock))
+    trainer.publisher.publish()
+    assert trainer.snapshot_status() == {"topic": "m1", "published_version": 42, "published": 1, "age_s": 3.5}
 
 
 def test_predictions_are_the_kafka_prediction_message_with_string_proba_keys():

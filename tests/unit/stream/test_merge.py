@@ -152,6 +152,33 @@ def test_events_never_wait_for_labels():
     assert drain(merge) == ["e100"]
 
 
+def test_rule_7_a_label_waits_for_its_served_record_behind_the_leading_time():
+    """The trainer's served partitions are written by independent scorers: one can lag the others."""
+    def run(hold_unseen):
+        released = set()
+        merge = EventTimeMerge(RANKS, max_wait_s=5.0, leading="events", hold_unseen=hold_unseen,
+                               seen=lambda item: item.payload[1:] in released)
+        for key in (("events", 0), ("events", 1), ("labels", 0)):
+            merge.add(key, [], caught_up=True)
+        # served partition 0 is far ahead (ts 10); partition 1 (its scorer died) stopped at ts 1
+        merge.add(("events", 0), [Item(10.0, 0, "e10")], caught_up=True)
+        merge.add(("events", 1), [Item(1.0, 0, "e1")], caught_up=True)
+        out = drain(merge)
+        released.update(p[1:] for p in out)
+        merge.add(("labels", 0), [Item(2.5, 0, "l2"), Item(3.5, 1, "l3")], caught_up=True)
+        first = drain(merge, waited=0.1)
+        merge.add(("events", 1), [Item(2.0, 1, "e2")], caught_up=True)  # the new owner serves event 2
+        out = drain(merge)
+        released.update(p[1:] for p in out)
+        return first, out + drain(merge, waited=0.1), drain(merge, waited=5.0), merge.wait_expirations
+
+    # rule 6 alone: l2 is behind the leading time (10), so it goes at once and finds nothing pending
+    assert run(False)[0] == ["l2", "l3"]
+    # rule 7: l2 waits for e2 (and l3, behind it, for e3 until max_wait_s of waiting)
+    first, after_e2, expired, expirations = run(True)
+    assert (first, after_e2, expired, expirations) == ([], ["e2", "l2"], ["l3"], 1)
+
+
 def test_the_live_edge_rule_does_not_change_a_replay_order():
     """With everything in the topics, rule 6 only holds the labels after the last event."""
     events = [Item(float(i), i, f"e{i}") for i in range(200)]

@@ -47,13 +47,27 @@ def test_compose_file_is_valid():
     result = subprocess.run(command + ["-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+    services = subprocess.run(command + ["-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
+                              capture_output=True, text=True, timeout=60)
+    assert set(services.stdout.split()) == DEFAULT_SERVICES  # a plain `docker compose up` is unchanged
+    scaled = subprocess.run(command + ["-f", str(ROOT / "docker-compose.yml"), "--profile", "scale", "config", "--services"],
+                            capture_output=True, text=True, timeout=60)
+    assert set(scaled.stdout.split()) == DEFAULT_SERVICES | SCALE_SERVICES, scaled.stderr
+
+
+DEFAULT_SERVICES = {"kafka", "topics", "riverbed", "prometheus", "grafana"}
+SCALE_SERVICES = {"scale-topics", "trainer", "scorer"}
 
 
 def test_compose_stack_structure():
     yaml = pytest.importorskip("yaml", reason="PyYAML (a dev dependency) reads docker-compose.yml")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"kafka", "topics", "riverbed", "prometheus", "grafana"}
+    assert set(services) == DEFAULT_SERVICES | SCALE_SERVICES
+    for name in DEFAULT_SERVICES:
+        assert "profiles" not in services[name], f"{name}: the default stack must start without a profile"
+    for name in SCALE_SERVICES:
+        assert services[name]["profiles"] == ["scale"], f"{name}: only `--profile scale` starts it"
     for name, service in services.items():
         image = service.get("image", "")
         assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image tag ({image!r})"
@@ -80,6 +94,25 @@ def test_compose_stack_structure():
     grafana = services["grafana"]["volumes"]
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
     assert "./grafana/dashboards:/var/lib/grafana/dashboards/riverbed:ro" in grafana
+    scale_topics = services["scale-topics"]
+    assert scale_topics["restart"] == "no" and scale_topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert all(t in scale_topics["command"][0] for t in ("events", "labels", "predictions", "deadletter", "served"))
+    assert "--alter" in scale_topics["command"][0]  # topics of the single-process stack get enough partitions
+    for role in ("trainer", "scorer"):
+        service = services[role]
+        assert service["command"] == ["run", "--role", role]
+        assert service["image"] == riverbed["image"] and service["build"] == "."
+        assert service["depends_on"]["scale-topics"]["condition"] == "service_completed_successfully"
+        assert service["environment"]["RIVERBED_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    scorer = services["scorer"]
+    # `docker compose up --scale scorer=N`: replicas cannot share a host port or a container name
+    assert "ports" not in scorer and "container_name" not in scorer
+    assert "volumes" not in scorer  # scorers keep no state
+    assert "9108/metrics" in " ".join(scorer["healthcheck"]["test"])  # no HTTP API: the image's /healthz check would fail
+    trainer = services["trainer"]
+    assert "trainer-state:/var/lib/riverbed" in trainer["volumes"] and "trainer-state" in compose["volumes"]
+    host_ports = [str(port).rsplit(":", 1)[0] for service in services.values() for port in service.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
     for mount in grafana + services["prometheus"]["volumes"]:
         source = mount.split(":")[0]
         if source.startswith("./"):
