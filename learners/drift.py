@@ -70,6 +70,10 @@ DETECTORS: dict[str, tuple[typing.Callable[[], typing.Any], bool, bool]] = {
 #: Detectors that can watch real-valued signals (scores, features, regression losses).
 INPUT_DETECTORS = tuple(name for name, (_, binary, _) in DETECTORS.items() if not binary)
 
+#: River's detector classes known to have no ``warning_detected`` (checked in the tests): the
+#: per-update ``getattr(detector, "warning_detected", False)`` of any other detector is skipped.
+_NO_WARNINGS = frozenset({drift.ADWIN, drift.PageHinkley, drift.KSWIN})
+
 #: What a detection does. ``alert``: count and log only; ``reset``: start the detector afresh;
 #: ``retrain``: swap in the background model (River's ``DriftRetrainingClassifier``);
 #: ``challenger``: start a fresh copy of the champion as a challenger.
@@ -154,7 +158,7 @@ class DriftMonitor:
         if detector.drift_detected:
             self.n_detections += 1
             return "drift"
-        if getattr(detector, "warning_detected", False):
+        if detector.__class__ not in _NO_WARNINGS and getattr(detector, "warning_detected", False):
             return "warning"
         return None
 
@@ -223,8 +227,13 @@ class InputMonitor:
         self.n_events += 1
         fired = []
         if score is not None and score == score:
-            assert self.score is not None, "enabled monitors watch the score"
-            if self.score.update(score) == "drift":
+            monitor = self.score
+            assert monitor is not None, "enabled monitors watch the score"
+            detector = monitor.detector  # DriftMonitor.update, inlined (only drifts matter here)
+            detector.update(score)
+            monitor.n_updates += 1
+            if detector.drift_detected:
+                monitor.n_detections += 1
                 fired.append("score")
         features = self.features
         if len(features) < self.max_features and not x.keys() <= self._considered:

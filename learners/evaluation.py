@@ -18,15 +18,33 @@ placeholder ``0.0``, which reads like a real, terrible score.
 
 So, fed with the same predictions in the same order, the values here equal River's, to the bit.
 
+How one label is scored (the hot path)
+--------------------------------------
+River scores a label three times per metric: the cumulative metric, the rolling copy
+(``utils.Rolling``), and the revert of the label leaving the window, each recomputing the
+per-label quantity (the log loss, the threshold a score falls under, whether the label was
+right). :meth:`Prequential.update` computes it once per label and per metric and keeps the
+quantities of the labels in the window, so the revert reuses it. The accumulators receive the
+same floating-point operations, in the same order, as River's ``update``/``revert`` would apply:
+values are unchanged to the bit (``tests/unit/learners/test_exact_metrics.py`` checks every metric
+against River's own classes). This covers :mod:`learners.exact_metrics`' ``Accuracy`` and
+``ROCAUC`` and River's mean metrics (``LogLoss``, ``CrossEntropy``, ``MAE``, ``MSE``, ``RMSE``,
+``MAPE``, ``SMAPE``); any other metric is updated by its own ``update`` and ``utils.Rolling``.
+The kept quantities are derived data: they are not pickled (a checkpoint holds what it held
+before) and are recomputed from the window after a restore or a :meth:`Prequential.set_window`.
+
 """
 
 from __future__ import annotations
 
+import collections
 import typing
+from bisect import bisect_left
 
 from river import metrics as river_metrics
-from river import utils
+from river import stats, utils
 
+from learners import exact_metrics
 from learners.errors import LearnerError
 from learners.metrics import build_metric
 
@@ -97,6 +115,16 @@ class Prequential:
             if window is None
             else {name: utils.Rolling(type(metric), window_size=window) for name, metric in self.metrics.items()}
         )
+        self._plan: list | None = None  # (name, uses_proba, scorer) per metric; see _build_plan
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_plan", None)  # derived from the rest; rebuilt on first use
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._plan = None
 
     @classmethod
     def from_names(cls, names: typing.Iterable[str], task: str, window: int | None = None) -> Prequential:
@@ -133,17 +161,23 @@ class Prequential:
 
         """
         self.n_updates += 1
-        uses_proba = self._uses_proba
-        rolling = self.rolling
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._build_plan()
         unscored = self.unscored
-        for name, metric in self.metrics.items():
-            prediction = proba if uses_proba[name] else y_pred
+        for name, uses_proba, score in plan:
+            prediction = proba if uses_proba else y_pred
             if prediction is not None and prediction != {}:
-                metric.update(y_true, prediction)
-                if rolling:
-                    rolling[name].update(y_true, prediction)
+                score(y_true, prediction)
                 if unscored:
                     unscored.discard(name)
+
+    def _build_plan(self) -> list:
+        """One scorer per metric: cumulative and rolling update in one call (module docstring)."""
+        return [
+            (name, self._uses_proba[name], _scorer(metric, self.rolling.get(name)))
+            for name, metric in self.metrics.items()
+        ]
 
     def values(self) -> dict[str, float | None]:
         """The current value of each metric, by name, as plain ``float``; ``None`` before it scored anything.
@@ -183,6 +217,7 @@ class Prequential:
             if window is None
             else {name: utils.Rolling(type(metric), window_size=window) for name, metric in self.metrics.items()}
         )
+        self._plan = None
 
     def rolling_value(self, name: str) -> float:
         """One metric's rolling value."""
@@ -199,6 +234,144 @@ class Prequential:
             f"{name}={'n/a' if value is None else format(value, '.6g')}" for name, value in self.values().items()
         )
         return f"Prequential({inner})"
+
+
+# -- scorers: one label, one metric, cumulative and rolling ------------------------------------
+
+
+def _scorer(metric, rolling: utils.Rolling | None) -> typing.Callable[[typing.Any, typing.Any], None]:
+    """``score(y_true, prediction)``: what ``metric.update`` then ``rolling.update`` do, computed once."""
+    kind = _kind(metric)
+    if rolling is not None:
+        same = (
+            type(rolling.obj) is type(metric)
+            and rolling.obj._get_params() == metric._get_params()
+            and rolling.window.maxlen == rolling.window_size
+            and all(not kwargs and len(args) == 2 for args, kwargs in rolling.window)
+        )
+        if not same:  # not a window this module built: River's own calls
+            kind = None
+    if kind is None:
+        if rolling is None:
+            return metric.update
+        update, rolled = metric.update, rolling.update
+
+        def score(y_true, y_pred) -> None:
+            update(y_true, y_pred)
+            rolled(y_true, y_pred)
+
+        return score
+    return kind(metric, rolling)
+
+
+def _kind(metric):
+    cls = type(metric)
+    if cls is exact_metrics.Accuracy:
+        return _accuracy_scorer
+    if cls is exact_metrics.ROCAUC:
+        return _rocauc_scorer
+    if (
+        isinstance(metric, river_metrics.base.MeanMetric)
+        and cls.update is river_metrics.base.MeanMetric.update
+        and cls.revert is river_metrics.base.MeanMetric.revert
+        and type(metric._mean) is stats.Mean
+    ):
+        return _mean_scorer
+    return None
+
+
+def _accuracy_scorer(metric: exact_metrics.Accuracy, rolling: utils.Rolling | None):
+    """Accuracy: the per-label quantity is ``y_true == y_pred``."""
+    if rolling is None:
+
+        def score(y_true, y_pred) -> None:
+            metric._weight += 1.0
+            if y_true == y_pred:
+                metric._correct += 1.0
+
+        return score
+    obj, window = rolling.obj, rolling.window
+    size = window.maxlen
+    hits = collections.deque((y == p for (y, p), _ in window), maxlen=size)
+    append_window, append_hit = window.append, hits.append
+
+    def score_rolling(y_true, y_pred) -> None:
+        hit = y_true == y_pred
+        metric._weight += 1.0
+        if hit:
+            metric._correct += 1.0
+        if len(window) == size:  # River's Rolling.update: revert the oldest, then update
+            obj._weight -= 1.0
+            if hits[0]:
+                obj._correct -= 1.0
+        obj._weight += 1.0
+        if hit:
+            obj._correct += 1.0
+        append_window(((y_true, y_pred), {}))
+        append_hit(hit)
+
+    return score_rolling
+
+
+def _rocauc_scorer(metric: exact_metrics.ROCAUC, rolling: utils.Rolling | None):
+    """ROCAUC: the per-label quantity is how many thresholds the score exceeds, and the class."""
+    thresholds, pos_val, add = metric.thresholds, metric.pos_val, metric.add
+
+    def split(y_true, y_pred) -> tuple[int, bool]:
+        p_true = y_pred.get(True, 0.0) if isinstance(y_pred, dict) else y_pred
+        return bisect_left(thresholds, p_true), y_true == pos_val
+
+    if rolling is None:
+
+        def score(y_true, y_pred) -> None:
+            above, positive = split(y_true, y_pred)
+            add(above, positive, 1.0)
+
+        return score
+    obj, window = rolling.obj, rolling.window
+    size = window.maxlen
+    kept = collections.deque((split(y, p) for (y, p), _ in window), maxlen=size)
+    rolled, append_window, append_kept = obj.add, window.append, kept.append
+
+    def score_rolling(y_true, y_pred) -> None:
+        above, positive = split(y_true, y_pred)
+        add(above, positive, 1.0)
+        if len(window) == size:
+            old_above, old_positive = kept[0]
+            rolled(old_above, old_positive, -1.0)  # River's revert: update with -w
+        rolled(above, positive, 1.0)
+        append_window(((y_true, y_pred), {}))
+        append_kept((above, positive))
+
+    return score_rolling
+
+
+def _mean_scorer(metric, rolling: utils.Rolling | None):
+    """A River ``MeanMetric`` (log loss, MAE, ...): the per-label quantity is ``metric._eval``."""
+    evaluate, update = metric._eval, metric._mean.update
+    if rolling is None:
+
+        def score(y_true, y_pred) -> None:
+            update(evaluate(y_true, y_pred), 1.0)
+
+        return score
+    window = rolling.window
+    size = window.maxlen
+    kept = collections.deque((evaluate(y, p) for (y, p), _ in window), maxlen=size)
+    mean = rolling.obj._mean
+    rolled_update, rolled_revert = mean.update, mean.revert
+    append_window, append_kept = window.append, kept.append
+
+    def score_rolling(y_true, y_pred) -> None:
+        x = evaluate(y_true, y_pred)
+        update(x, 1.0)
+        if len(window) == size:
+            rolled_revert(kept[0], 1.0)
+        rolled_update(x, 1.0)
+        append_window(((y_true, y_pred), {}))
+        append_kept(x)
+
+    return score_rolling
 
 
 def _real(value) -> float:

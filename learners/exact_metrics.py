@@ -15,7 +15,11 @@ random streams):
   ``(y_true == pos_val, p_true > t_i)``: ``data[True][True]``, ``sum_row[True]``,
   ``sum_col[True]`` and ``total_true_positives``; the first, third and fourth are kept per
   threshold, ``sum_row[True]`` (the same for every threshold) once. ``get`` then computes the
-  rates and the trapezoid exactly as River does.
+  rates and the trapezoid exactly as River does: River calls ``scipy.integrate.trapezoid``
+  (about 20 µs for ten points, mostly array conversion); here the same terms are summed in
+  plain Python in the order of NumPy's pairwise summation (:func:`_numpy_sum`), which gives the
+  same float. An import-time check compares it with NumPy on awkward sums and falls back to
+  ``scipy.integrate.trapezoid`` should a NumPy version sum differently.
 
 >>> from river import metrics
 >>> ours, river_s = ROCAUC(), metrics.ROCAUC()
@@ -92,18 +96,24 @@ class ROCAUC(metrics.ROCAUC):
 
     def update(self, y_true, y_pred, w=1.0) -> None:
         p_true = y_pred.get(True, 0.0) if isinstance(y_pred, dict) else y_pred
-        positive = y_true == self.pos_val
         # thresholds[i] < p_true exactly for i < above (River tests `p_true > t` for each one)
-        above = bisect_left(self.thresholds, p_true)
-        tp, col, correct = self._tp, self._above, self._correct
-        for i in range(above):  # predicted positive
-            col[i] += w
-            if positive:
+        self.add(bisect_left(self.thresholds, p_true), y_true == self.pos_val, w)
+
+    def add(self, above: int, positive, w: float) -> None:
+        """Add weight ``w`` for a label of class ``positive`` whose score exceeds the first
+        ``above`` thresholds (what :meth:`update` computes; :mod:`learners.evaluation` computes
+        it once for the cumulative and the rolling metric)."""
+        col, correct = self._above, self._correct
+        if positive:
+            tp = self._tp
+            for i in range(above):  # predicted positive, truly positive
+                col[i] += w
                 tp[i] += w
                 correct[i] += w
-        if positive:
             self._positives += w
         else:
+            for i in range(above):  # predicted positive
+                col[i] += w
             for i in range(above, self.n_thresholds):  # predicted negative, truly negative
                 correct[i] += w
 
@@ -128,4 +138,55 @@ class ROCAUC(metrics.ROCAUC):
             fn = self._positives - tp
             tprs[i] = safe_div(a=tp, b=tp + fn)
             fprs[i] = safe_div(a=fp, b=fp + tn)
-        return -integrate.trapezoid(x=fprs, y=tprs)
+        if not _SUM_LIKE_NUMPY:
+            return -integrate.trapezoid(x=fprs, y=tprs)
+        # scipy: sum(d * (y[1:] + y[:-1]) / 2.0) with d = x[1:] - x[:-1], x = fprs, y = tprs
+        return -_numpy_sum([(fprs[i + 1] - fprs[i]) * (tprs[i + 1] + tprs[i]) / 2.0 for i in range(n - 1)])
+
+
+def _pairwise_sum(a: list, lo: int, n: int) -> float:
+    """NumPy's pairwise summation of ``a[lo:lo + n]`` (``numpy/_core/src/umath/loops_utils.h.src``)."""
+    if n < 8:
+        res = -0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r = a[lo : lo + 8]
+        i, stop = 8, n - n % 8
+        while i < stop:
+            for j in range(8):
+                r[j] += a[lo + i + j]
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for k in range(lo + i, lo + n):
+            res += a[k]
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+
+
+def _numpy_sum(a: list) -> float:
+    """``float(numpy.sum(numpy.array(a, dtype=float64)))``, bit for bit: the reduction starts
+    from the identity ``0.0`` and adds the pairwise sum of all elements."""
+    return 0.0 + _pairwise_sum(a, 0, len(a))
+
+
+def _sums_like_numpy() -> bool:
+    """Whether :func:`_numpy_sum` matches this NumPy on sums whose rounding depends on the order."""
+    import random
+    import struct
+
+    import numpy
+
+    rng = random.Random(7)
+    probes = [[-0.0], [], [0.5, -1.0, -1.0, 0.5, 1.0, 0.5, 0.0, -1 / 3]]
+    probes += [[rng.gauss(0, 10) ** 3 for _ in range(size)] for size in (1, 7, 8, 9, 15, 16, 17, 130, 300)]
+    return all(
+        struct.pack("<d", _numpy_sum(list(a))) == struct.pack("<d", float(numpy.sum(numpy.asarray(a, dtype=numpy.float64))))
+        for a in probes
+    )
+
+
+_SUM_LIKE_NUMPY = _sums_like_numpy()

@@ -43,6 +43,12 @@ RocksDB layout (all keys and values are raw bytes; see :mod:`state.store`). A
 numbers and every bit flipped for negative ones, so that byte order equals numeric order (see
 :func:`encode_ts`).
 
+Hot path: an id put and removed again before the next commit never had a key in the database,
+so no time-index key is built for it at all: the overlay writes the index keys of *fresh* ids
+(put since the last commit, absent from the database) only when a commit stages them
+(:meth:`FrozenOverlay.stage_into`). The database keys and values are the same as when every
+put built its index key at once.
+
 Neither implementation is thread-safe: use one from a single thread (or one asyncio loop).
 Only a :class:`FrozenOverlay` may be read from another thread (it is never changed).
 """
@@ -118,6 +124,10 @@ _SIGN_BIT: Final = 1 << 63
 _ALL_BITS: Final = (1 << 64) - 1
 
 
+_pack_double = _DOUBLE.pack
+_from_bytes = int.from_bytes
+
+
 def encode_ts(ts: float) -> bytes:
     """Encode an event time as 8 bytes whose byte order equals numeric order.
 
@@ -131,9 +141,8 @@ def encode_ts(ts: float) -> bytes:
     bytes
         8 bytes; ``encode_ts(a) < encode_ts(b)`` exactly when ``a < b``.
     """
-    (bits,) = _U64.unpack(_DOUBLE.pack(ts + 0.0))  # + 0.0 turns -0.0 into 0.0
-    bits = bits ^ _ALL_BITS if bits & _SIGN_BIT else bits | _SIGN_BIT
-    return _U64.pack(bits)
+    bits = _from_bytes(_pack_double(ts + 0.0), "big")  # + 0.0 turns -0.0 into 0.0
+    return (bits | _SIGN_BIT if bits < _SIGN_BIT else bits ^ _ALL_BITS).to_bytes(8, "big")
 
 
 def decode_ts(raw: bytes) -> float:
@@ -204,13 +213,17 @@ class MemoryExpiringStore(ExpiringStore):
         self._by_time: list[tuple[float, str]] = []
 
     def get(self, event_id: str) -> bytes | None:
-        entry = self._entries.get(_checked_id(event_id))
+        entry = self._entries.get(event_id if event_id.__class__ is str else _checked_id(event_id))
         return None if entry is None else entry[1]
 
     def put(self, event_id: str, ts: float, value: bytes) -> None:
-        event_id = _checked_id(event_id)
-        ts = _checked_ts(ts)
-        self._entries[event_id] = (ts, bytes(value))
+        if event_id.__class__ is not str:
+            event_id = _checked_id(event_id)
+        ts = float(ts)
+        if ts != ts:
+            _checked_ts(ts)  # raises
+        ts += 0.0
+        self._entries[event_id] = (ts, value if value.__class__ is bytes else bytes(value))
         heapq.heappush(self._by_time, (ts, event_id))
         if len(self._by_time) > 2 * len(self._entries) + 1024:
             self._rebuild_heap()
@@ -264,9 +277,10 @@ class FrozenOverlay:
     entries
         Event id -> ``(ts, value)``, or :data:`TOMBSTONE` for a deletion.
     index_changes
-        Time-index key -> put (``True``) or delete (``False``).
+        Time-index key -> put (``True``) or delete (``False``), for ids that are not fresh.
     fresh
-        Ids in ``entries`` (as puts) that the database does not hold.
+        Ids in ``entries`` (as puts) that the database does not hold; their time-index puts
+        are implied (``time_key(ts, id)`` of the entry) and written by :meth:`stage_into`.
     count
         Live entries as of the freeze: the count this commit stores.
     """
@@ -279,13 +293,17 @@ class FrozenOverlay:
 
     def stage_into(self, batch: rocksdict.WriteBatch) -> None:
         """Add the changes and the count to ``batch`` (a raw-mode WriteBatch). Reads only."""
+        entry_prefix, time_prefix, fresh = self.layout.entry_prefix, self.layout.time_prefix, self.fresh
         for event_id, entry in self.entries.items():
-            key = self.layout.entry_key(event_id)
+            raw_id = event_id.encode("utf-8")
             if entry is TOMBSTONE:
-                batch.delete(key)
+                batch.delete(entry_prefix + raw_id)
             else:
                 ts, value = entry  # type: ignore[misc]
-                batch.put(key, encode_ts(ts) + value)
+                ts8 = encode_ts(ts)
+                batch.put(entry_prefix + raw_id, ts8 + value)
+                if event_id in fresh:  # its index put is implied (see the module docstring)
+                    batch.put(time_prefix + ts8 + raw_id, b"")
         for key, is_put in self.index_changes.items():
             if is_put:
                 batch.put(key, b"")
@@ -344,43 +362,59 @@ class RocksExpiringStore(ExpiringStore):
 
     # -- ExpiringStore -------------------------------------------------------------------------
 
+    # get, put and delete run once or twice per record: the checks are inlined.
+
     def get(self, event_id: str) -> bytes | None:
-        entry = self._current(_checked_id(event_id))
-        return None if entry is None else entry[1]
+        if event_id.__class__ is not str:
+            event_id = _checked_id(event_id)
+        entry = self._overlay.get(event_id)
+        if entry is None:
+            entry = self._base_entry(event_id)
+            return None if entry is None else entry[1]
+        return None if entry is TOMBSTONE else entry[1]  # type: ignore[index]
 
     def put(self, event_id: str, ts: float, value: bytes) -> None:
-        self._refuse_if_read_only("put")
-        event_id = _checked_id(event_id)
-        ts = _checked_ts(ts)
-        value = bytes(value)
+        if self._read_only:
+            self._refuse_if_read_only("put")
+        if event_id.__class__ is not str:
+            event_id = _checked_id(event_id)
+        ts = float(ts)
+        if ts != ts:
+            _checked_ts(ts)  # raises
+        ts += 0.0
+        if value.__class__ is not bytes:
+            value = bytes(value)
         entry = self._overlay.get(event_id)
         if entry is None:
             base = self._base_entry(event_id)
             if base is None:  # neither the database nor the committing layer will hold it
-                self._fresh.add(event_id)
-                old_ts = None
+                self._fresh.add(event_id)  # its index key is implied until the commit
+                self._count += 1
             else:  # its old index key is (or will be, once the commit lands) in the database
-                old_ts = base[0]
+                self._index_changes[self.layout.time_key(base[0], event_id)] = False
+                self._index_changes[self.layout.time_key(ts, event_id)] = True
         elif entry is TOMBSTONE:
-            old_ts = None
-        else:
-            old_ts = entry[0]  # type: ignore[index]
-        if old_ts is None:
             self._count += 1
-        elif event_id in self._fresh:  # the old index key was never written
-            self._index_changes.pop(self.layout.time_key(old_ts, event_id), None)
-        else:
-            self._index_changes[self.layout.time_key(old_ts, event_id)] = False
-        self._index_changes[self.layout.time_key(ts, event_id)] = True
+            self._index_changes[self.layout.time_key(ts, event_id)] = True
+        elif event_id not in self._fresh:  # a fresh id's old index key was never written
+            self._index_changes[self.layout.time_key(entry[0], event_id)] = False  # type: ignore[index]
+            self._index_changes[self.layout.time_key(ts, event_id)] = True
         self._overlay[event_id] = (ts, value)
         heapq.heappush(self._overlay_by_time, (ts, event_id))
 
     def delete(self, event_id: str) -> None:
-        self._refuse_if_read_only("delete")
-        event_id = _checked_id(event_id)
-        entry = self._current(event_id)
-        if entry is not None:
-            self._remove(event_id, entry[0])
+        if self._read_only:
+            self._refuse_if_read_only("delete")
+        if event_id.__class__ is not str:
+            event_id = _checked_id(event_id)
+        entry = self._overlay.get(event_id)
+        if entry is None:
+            entry = self._base_entry(event_id)
+            if entry is None:
+                return
+        elif entry is TOMBSTONE:
+            return
+        self._remove(event_id, entry[0])  # type: ignore[index]
 
     def expire(self, before_ts: float) -> int:
         """Remove every entry whose ``ts < before_ts``, in the overlay and in the database.
@@ -489,6 +523,9 @@ class RocksExpiringStore(ExpiringStore):
         entries.update(self._overlay)
         index_changes = frozen.index_changes
         index_changes.update(self._index_changes)
+        for event_id in self._fresh:
+            if event_id not in fresh:  # its implied index put must now be written explicitly
+                index_changes[self.layout.time_key(entries[event_id][0], event_id)] = True  # type: ignore[index]
         self._overlay = entries
         self._index_changes = index_changes
         self._fresh = fresh
@@ -524,13 +561,12 @@ class RocksExpiringStore(ExpiringStore):
         heapq.heapify(self._overlay_by_time)
 
     def _remove(self, event_id: str, ts: float) -> None:
-        key = self.layout.time_key(ts, event_id)
-        if event_id in self._fresh:  # never in the database: forget it instead of deleting it
-            self._fresh.discard(event_id)
-            self._index_changes.pop(key, None)
+        fresh = self._fresh
+        if event_id in fresh:  # never in the database: forget it instead of deleting it
+            fresh.discard(event_id)  # (its index key was implied, never built)
             del self._overlay[event_id]
         else:
-            self._index_changes[key] = False
+            self._index_changes[self.layout.time_key(ts, event_id)] = False
             self._overlay[event_id] = TOMBSTONE
         self._count -= 1
 
@@ -553,7 +589,7 @@ class RocksExpiringStore(ExpiringStore):
 
     def _db_get(self, event_id: str) -> bytes | None:
         try:
-            raw = self._db.get(self.layout.entry_key(event_id))
+            raw = self._db.get(self.layout.entry_prefix + event_id.encode("utf-8"))
         except Exception as exc:  # rocksdict raises plain Exception (checksum mismatch, I/O)
             raise self._unreadable(exc) from exc
         if raw is not None and len(raw) < TS_SIZE:

@@ -16,6 +16,8 @@ import logging
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
+from stream.engine.histograms import BatchedHistogram
+
 log = logging.getLogger(__name__)
 
 #: Latency buckets from 10 µs to 10 s.
@@ -57,16 +59,17 @@ class ServiceMetrics:
             registry=r,
         )
         self.pending = Gauge("riverbed_pending_entries", "Events waiting for their label.", registry=r)
-        self.label_delay = Histogram(
+        # Observed per record: batched, published once per slice (stream/engine/histograms.py).
+        self.label_delay = BatchedHistogram(
             "riverbed_label_delay_seconds",
             "Event time from an event to its label.",
             buckets=DELAY_BUCKETS,
             registry=r,
         )
-        self.predict_latency = Histogram(
+        self.predict_latency = BatchedHistogram(
             "riverbed_predict_duration_seconds", "Time to predict one event.", buckets=LATENCY_BUCKETS, registry=r
         )
-        self.learn_latency = Histogram(
+        self.learn_latency = BatchedHistogram(
             "riverbed_learn_duration_seconds", "Time to learn one label.", buckets=LATENCY_BUCKETS, registry=r
         )
         self.model_metric = Gauge(

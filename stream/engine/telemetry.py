@@ -3,15 +3,18 @@
 :class:`Telemetry` is the handlers' :class:`~stream.engine.handlers.Observer` (latencies, dead
 letters, notices) and publishes, from the processing loop, what the loop accumulates in plain
 Python: counts as counter increments once per slice, model metrics and lag as gauges. The
-scrape thread never touches live River objects (:class:`~stream.engine.metrics.ServiceMetrics`
-holds only prometheus_client objects).
+per-record latencies and label delays are appended to plain lists
+(:class:`~stream.engine.histograms.BatchedHistogram`) and published with the counts, once per
+slice, with the same values a ``prometheus_client.Histogram`` would hold. The scrape thread never
+touches live River objects (:class:`~stream.engine.metrics.ServiceMetrics` holds only
+prometheus_client objects and snapshots).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from learners.drift import ChallengerStarted, DriftDetected, ModelRetrained, ModelSwitched
 from stream.engine.metrics import ServiceMetrics
@@ -33,11 +36,18 @@ _COUNTERS = {
 class Telemetry:
     """Publishes a :class:`StreamState` to :class:`ServiceMetrics` (see the module docstring)."""
 
+    predicted: Callable[[float], None]
+    """Observer hook: one prediction took ``seconds`` (a bound ``list.append``: no Python frame)."""
+
     def __init__(self, metrics: ServiceMetrics, state: StreamState):
         self.metrics = metrics
         self.state = state
         self._reported = dict(state.counts)
         self._published_models: set[str] = set()
+        self.predicted = metrics.predict_latency.observe
+        self._learn_observe = metrics.learn_latency.observe
+        self._delay_observe = metrics.label_delay.observe
+        self._histograms = (metrics.predict_latency, metrics.learn_latency, metrics.label_delay)
 
     def rebase(self) -> None:
         """Count from the state's current counts (after a restore: those were published before)."""
@@ -45,12 +55,9 @@ class Telemetry:
 
     # -- Observer ----------------------------------------------------------------------------
 
-    def predicted(self, seconds: float) -> None:
-        self.metrics.predict_latency.observe(seconds)
-
     def learned(self, seconds: float, label_delay_s: float) -> None:
-        self.metrics.learn_latency.observe(seconds)
-        self.metrics.label_delay.observe(label_delay_s)
+        self._learn_observe(seconds)
+        self._delay_observe(label_delay_s)
 
     def dead_lettered(self, topic: str, reason: str) -> None:
         self.metrics.invalid.labels(topic, reason).inc()
@@ -90,7 +97,10 @@ class Telemetry:
     # -- from the loop -----------------------------------------------------------------------
 
     def publish_counts(self, pending: int, merge_wait_expirations: int = 0) -> None:
-        """Counter increments since the last call; pending entries; merge waits that expired."""
+        """Counter increments and histogram observations since the last call; pending entries;
+        merge waits that expired."""
+        for histogram in self._histograms:
+            histogram.flush()
         m, counts, before = self.metrics, self.state.counts, self._reported
         for name, attribute in _COUNTERS.items():
             delta = counts[name] - before[name]

@@ -40,7 +40,7 @@ from tests.support import create_all, events_checkpointed, read_topic, run_once
 
 pytestmark = pytest.mark.broker
 
-N_CLEAN = 16_000
+N_CLEAN = 24_000
 LABEL_DELAY = 25
 WARM_UP = 200  # clean records before the first poison: the scaler has seen varied numbers by then
 POISON_EVERY = 30  # one poison record (or pair) after every this many clean records
@@ -283,11 +283,12 @@ def start_killable(config_file: Path) -> subprocess.Popen:
 
 
 def kill_twice_then_finish(cfg, config_file: Path, total_events: int) -> list[int]:
-    """kill -9 twice, each time 0.1-0.3 s after the run's first checkpoint; then run to the end.
+    """kill -9 twice, each time 0.08-0.2 s after the run's first checkpoint; then run to the end.
 
-    With ``checkpoint_interval_s = 0.4`` the kill comes before the next checkpoint, so each
-    restart replays the last 0.1-0.3 s of work (over a thousand records at this machine's pace:
-    every poison kind of :data:`POISONS` recurs every 30 * 26 records). Returns the events the
+    With ``checkpoint_interval_s = 0.25`` the kill comes before the next checkpoint, so each
+    restart replays the last 0.08-0.2 s of work (over a thousand records at this machine's pace:
+    every poison kind of :data:`POISONS` recurs every 30 * 26 records), and the second kill still
+    lands before a fast processor (17,000 events/s) finished the stream. Returns the events the
     checkpoint covered after each kill.
     """
     rng = random.Random(909)
@@ -299,7 +300,7 @@ def kill_twice_then_finish(cfg, config_file: Path, total_events: int) -> list[in
         while events_checkpointed(cfg) <= before:
             assert time.monotonic() < deadline, "no checkpoint within 60 s"
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.1, 0.3))
+        time.sleep(rng.uniform(0.08, 0.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
@@ -317,7 +318,7 @@ def test_every_failure_kind_is_dead_lettered_and_kill_9_changes_nothing(test_con
         features={"transform": "tests.custom_poison:guarded_passthrough"},
         codec={"max_message_bytes": MAX_MESSAGE_BYTES},
     )
-    base = base.replace(state={"checkpoint_interval_s": 0.4})
+    base = base.replace(state={"checkpoint_interval_s": 0.25})
     records = poisoned_stream()
     expected = ExpectedOutcome()
     expected.apply(records)
