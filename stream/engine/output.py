@@ -127,8 +127,11 @@ class BatchedOutput:
         """The merge items unchanged: at-least-once output suppresses nothing."""
         return items
 
-    def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence = ()) -> None:
-        partition = partition_for(key, self._partitions[topic])
+    def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence = (),
+            partition: int | None = None) -> None:
+        """Queue one message; its partition is ``partition`` when given, else chosen by key."""
+        if partition is None:
+            partition = partition_for(key, self._partitions[topic])
         slot = self._slots.get((topic, partition))
         if slot is None:
             slot = self._slots[(topic, partition)] = _Slot(topic, partition)

@@ -18,7 +18,11 @@ Contract
   the prediction (:func:`~stream.engine.messages.prediction_message`, stamped with the
   **snapshot version**, encoded with ``[codec] output``) goes to ``[topics] predictions`` and a
   served record (:func:`~stream.scale.served.encode_served`) to ``[scale] served_topic``, both
-  keyed by the event's key. The event time is the payload ``ts``, else the record timestamp.
+  keyed by the event's key. The served record goes to the *partition number of its event*
+  (both topics are created with ``[kafka] partitions``): served partition ``p`` then has one
+  writer, the owner of events partition ``p``, in that partition's order, so the trainer never
+  finds a served record behind later ones of another scorer (its merge would release a label
+  first and count it unmatched). With different partition counts it goes by key, with a warning. The event time is the payload ``ts``, else the record timestamp.
 - Scorers keep no durable state. Progress is the group's committed offsets, committed **only**
   for records whose outputs Kafka acknowledged: every :data:`COMMIT_INTERVAL_S`, on stop and when
   partitions are revoked, take :meth:`BatchedOutput.barrier`, wait for it, then commit the
@@ -189,6 +193,8 @@ class Scorer:
         self.metrics_port: int | None = None
         self.follower: SnapshotFollower | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        self.served_by_partition = True
+        """Served records go to the partition number of their event (both topics have as many partitions)."""
         self.output: BatchedOutput | None = None
         self._next: dict[TopicPartition, int] = {}
         """Next offset per owned partition: every record before it has its outputs added."""
@@ -222,6 +228,15 @@ class Scorer:
         t = cfg.topics
         outputs = (t.predictions, t.deadletter, cfg.scale.served_topic)
         partitions = {name: len(await asyncio.to_thread(topic_partitions, bootstrap, name)) for name in outputs}
+        events_partitions = len(await asyncio.to_thread(topic_partitions, bootstrap, t.events))
+        self.served_by_partition = partitions[cfg.scale.served_topic] == events_partitions
+        if not self.served_by_partition:
+            log.warning(
+                "%s has %d partitions and %s %d: served records go by key, so one served partition mixes "
+                "events partitions of several scorers and the trainer may see a label before its served record "
+                "(give both topics the same partition count)", cfg.scale.served_topic,
+                partitions[cfg.scale.served_topic], t.events, events_partitions,
+            )
         if self.serve_metrics:
             # serve() reads only .registry; a scorer exports its own metrics, not the processor's
             self.metrics_port = serve(cast(ServiceMetrics, self.metrics), cfg.metrics.host, cfg.metrics.port)
@@ -354,7 +369,9 @@ class Scorer:
             self._dead_letter(record, "model_predict_failed", first_line(exc))
             return
         output.add(self.config.topics.predictions, record.key, encoded)
-        output.add(self.config.scale.served_topic, record.key, served_value)
+        # served partition p holds events partition p only: one writer (its owner), event order kept
+        output.add(self.config.scale.served_topic, record.key, served_value,
+                   partition=record.partition if self.served_by_partition else None)
         self.counts["events"] += 1
         self.counts["predictions"] += 1
         self.metrics.predictions.inc()
