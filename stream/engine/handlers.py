@@ -41,7 +41,12 @@ from state.pending import LearnedIds, PendingLabels
 from stream.engine.codecs import Event, InvalidMessage, Label, OutputCodec, plain_scalar
 from stream.engine.history import model_snapshot
 from stream.engine.merge import Item
-from stream.engine.messages import challenger_predictions, label_request_message, prediction_message
+from stream.engine.messages import (
+    challenger_predictions,
+    dead_letter_message,
+    label_request_message,
+    prediction_message,
+)
 from stream.engine.stream_state import StreamState
 from stream.engine.transforms import first_line
 
@@ -49,8 +54,6 @@ log = logging.getLogger(__name__)
 
 #: Sweep expired pending entries every this many events (a stream position, so deterministic).
 EXPIRY_SWEEP_EVENTS = 1000
-#: A failure's ``detail`` header is cut to this many bytes.
-MAX_DETAIL_BYTES = 500
 
 #: Packs pending entries; one reused Packer is ~1.5 µs per event cheaper than ``msgpack.packb``.
 _pack_entry = msgpack.Packer(use_bin_type=True, default=plain_scalar).pack
@@ -308,14 +311,7 @@ class RecordHandlers:
 
     def dead_letter(self, record: InputRecord, reason: str, detail: str) -> None:
         """Copy ``record`` unchanged to the dead-letter topic, with where it came from and why."""
-        headers = [
-            ("source_topic", record.topic.encode()),
-            ("source_partition", str(record.partition).encode()),
-            ("source_offset", str(record.offset).encode()),
-            ("reason", reason.encode()),
-            ("detail", detail.encode("utf-8", errors="replace")[:MAX_DETAIL_BYTES]),
-        ]
-        value = record.value if record.value is not None or record.key is not None else b""
+        value, headers = dead_letter_message(record, reason, detail)
         self.output.add(self.topics.deadletter, record.key, value, headers)
         state = self.state
         state.counts["invalid"] += 1

@@ -73,3 +73,21 @@ def label_request_message(
         "version": version,
         "ts": ts,
     }
+
+
+#: A dead letter's ``detail`` header is cut to this many bytes.
+MAX_DETAIL_BYTES = 500
+
+
+def dead_letter_message(record: Any, reason: str, detail: str) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The value and headers of ``record`` copied to the dead-letter topic: the record unchanged
+    (``b""`` for a record with neither key nor value), with where it came from and why."""
+    headers = [
+        ("source_topic", record.topic.encode()),
+        ("source_partition", str(record.partition).encode()),
+        ("source_offset", str(record.offset).encode()),
+        ("reason", reason.encode()),
+        ("detail", detail.encode("utf-8", errors="replace")[:MAX_DETAIL_BYTES]),
+    ]
+    value = record.value if record.value is not None or record.key is not None else b""
+    return value, headers

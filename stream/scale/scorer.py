@@ -58,8 +58,7 @@ from stream.connect.security import aiokafka_security
 from stream.connect.topics import topic_partitions
 from stream.engine.codecs import InvalidMessage, OutputCodec
 from stream.engine.decoding import FeaturePipeline, RecordDecoder
-from stream.engine.handlers import MAX_DETAIL_BYTES
-from stream.engine.messages import challenger_predictions, prediction_message
+from stream.engine.messages import challenger_predictions, dead_letter_message, prediction_message
 from stream.engine.metrics import ServiceMetrics, serve
 from stream.engine.model_config import build_model_set
 from stream.engine.output import BatchedOutput
@@ -379,14 +378,7 @@ class Scorer:
     def _dead_letter(self, record, reason: str, detail: str) -> None:
         """Copy ``record`` unchanged to the dead-letter topic (the headers of ``RecordHandlers.dead_letter``)."""
         assert self.output is not None
-        headers = [
-            ("source_topic", record.topic.encode()),
-            ("source_partition", str(record.partition).encode()),
-            ("source_offset", str(record.offset).encode()),
-            ("reason", reason.encode()),
-            ("detail", detail.encode("utf-8", errors="replace")[:MAX_DETAIL_BYTES]),
-        ]
-        value = record.value if record.value is not None or record.key is not None else b""
+        value, headers = dead_letter_message(record, reason, detail)
         self.output.add(self.config.topics.deadletter, record.key, value, headers)
         self.counts["invalid"] += 1
         key = f"{record.topic}:{reason}"
