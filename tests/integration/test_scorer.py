@@ -26,6 +26,7 @@ from stream.devtools.datasets import open_dataset
 from stream.engine import model_bytes
 from stream.engine.model_bytes import load_model_state, seal_model_state
 from stream.engine.model_config import build_model_set
+from stream.engine.output import partition_for
 from stream.scale.scorer import Scorer
 from stream.scale.served import decode_served
 from stream.scale.snapshots import Chunk, make_chunks
@@ -117,8 +118,11 @@ def test_two_scorers_predict_every_event_with_the_snapshot(test_config, broker_b
     expected = {e["id"]: offline.predict(e["x"]).y_pred for e in sent}
     assert 0 < sum(expected.values()) < len(expected)  # both classes: a wrong model would show
     producer = KafkaProducer(bootstrap_servers=broker_bootstrap, acks="all", linger_ms=20)
+    # explicit partitions, not the key's: a served record must follow its event's partition number
+    sent_to = {e["id"]: i % 3 for i, e in enumerate(sent)}
+    assert any(sent_to[e["id"]] != partition_for(e["id"].encode(), 3) for e in sent)
     for e in sent:
-        producer.send(cfg.topics.events, key=e["id"].encode(), value=msgpack.packb(e))
+        producer.send(cfg.topics.events, key=e["id"].encode(), value=msgpack.packb(e), partition=sent_to[e["id"]])
     producer.flush()
     producer.close()
 
@@ -135,7 +139,9 @@ def test_two_scorers_predict_every_event_with_the_snapshot(test_config, broker_b
     assert {p["id"] for p in predictions} == set(expected)
     assert {(p["model"], p["version"]) for p in predictions} == {(cfg.model_name, 500)}
     assert all(p["y_pred"] == expected[p["id"]] for p in predictions)
-    served = [decode_served(r.value) for r in read_all(broker_bootstrap, cfg.scale.served_topic)]
+    served_records = read_all(broker_bootstrap, cfg.scale.served_topic)
+    served = [decode_served(r.value) for r in served_records]
+    assert all(r.partition == sent_to[s.id] for r, s in zip(served_records, served))  # one writer per partition
     by_id = {e["id"]: e for e in sent}
     assert {s.id for s in served} == set(expected)
     for s in served:
