@@ -384,47 +384,23 @@ def _request_content_type(request: Request) -> str:
 # -- the server -------------------------------------------------------------------------------
 
 
-class HttpApi:
-    """The HTTP server of one live service (see the module docstring).
+class HttpServer:
+    """One request per connection over asyncio, bounded and never 5xx on bad input (see the module
+    docstring); subclasses fill :attr:`routes` (``{path: {method: handler}}``).
 
-    Parameters
-    ----------
-    service
-        What the API reads: anything that implements :class:`LiveService`.
-    host, port
-        Where to listen (``port = 0``: any free port; :meth:`start` returns it).
-    ready_lag
-        ``/readyz`` answers 200 only while the total consumer lag is at most this.
-    max_body_bytes
-        Larger request bodies are refused with 413.
+    :class:`HttpApi` serves a :class:`LiveService`; the scale-out scorer serves its own status with
+    the same server (:mod:`stream.scale.scorer_http`).
     """
 
-    def __init__(self, service: LiveService, host: str, port: int, *, ready_lag: int = 1000,
-                 max_body_bytes: int = MAX_BODY_BYTES):
-        missing = missing_members(service)
-        if missing:
-            raise TypeError(f"{type(service).__name__} does not implement LiveService: no {', '.join(missing)}")
-        self.service = service
+    def __init__(self, host: str, port: int, *, max_body_bytes: int = MAX_BODY_BYTES,
+                 what: str = "status page and HTTP API"):
         self.host = host
         self.port = port
-        self.ready_lag = ready_lag
         self.max_body_bytes = max_body_bytes
+        self.what = what
         self.server: asyncio.base_events.Server | None = None
-        self._status_cache: tuple[float, dict] | None = None
-        self._page = status_page_html()
         self.started_at = time.time()
-        self._samples: collections.deque = collections.deque(maxlen=RATE_WINDOW_S + 1)
-        self._sampler: asyncio.Task | None = None
-        self.routes = {
-            "/": {"GET": self.page},
-            "/index.html": {"GET": self.page},
-            "/healthz": {"GET": self.healthz},
-            "/readyz": {"GET": self.readyz},
-            "/status": {"GET": self.status},
-            "/history": {"GET": self.history},
-            "/predict": {"POST": self.predict},
-            "/metrics": {"GET": self.metrics},
-        }
+        self.routes: dict[str, dict[str, Any]] = {}
 
     async def start(self) -> int:
         """Listen; returns the bound port (``port = 0`` picks a free one)."""
@@ -436,14 +412,10 @@ class HttpApi:
                 "(0 = any free port) or [http] enabled = false"
             ) from exc
         self.port = self.server.sockets[0].getsockname()[1]
-        self._sampler = asyncio.get_running_loop().create_task(self._sample_counts())
-        log.info("status page and HTTP API on http://%s:%d/", self.host, self.port)
+        log.info("%s on http://%s:%d/", self.what, self.host, self.port)
         return self.port
 
     async def stop(self) -> None:
-        if self._sampler is not None:
-            self._sampler.cancel()
-            self._sampler = None
         if self.server is not None:
             self.server.close()
             try:
@@ -452,21 +424,8 @@ class HttpApi:
                 pass
             self.server = None
 
-    async def _sample_counts(self) -> None:
-        """Once a second, remember the counters (for the rates on /status)."""
-        while True:
-            counts = self.service.counts
-            self._samples.append((time.monotonic(), counts["events"], counts["labels"], counts["predictions"]))
-            await asyncio.sleep(1.0)
-
-    def rates(self) -> dict:
-        """Events, labels and predictions per second over the last :data:`RATE_WINDOW_S` seconds."""
-        if len(self._samples) < 2:
-            return {"events_per_s": None, "labels_per_s": None, "predictions_per_s": None, "window_s": 0.0}
-        (t0, e0, l0, p0), (t1, e1, l1, p1) = self._samples[0], self._samples[-1]
-        dt = max(t1 - t0, 1e-9)
-        return {"events_per_s": round((e1 - e0) / dt, 3), "labels_per_s": round((l1 - l0) / dt, 3),
-                "predictions_per_s": round((p1 - p0) / dt, 3), "window_s": round(dt, 3)}
+    async def healthz(self, request: Request) -> Response:
+        return json_response(200, {"status": "alive", "uptime_s": round(time.time() - self.started_at, 3)})
 
     # -- connection handling ---------------------------------------------------------------
 
@@ -580,6 +539,73 @@ class HttpApi:
             writer.write(response.body)
         await writer.drain()
 
+
+class HttpApi(HttpServer):
+    """The HTTP server of one live service (see the module docstring).
+
+    Parameters
+    ----------
+    service
+        What the API reads: anything that implements :class:`LiveService`.
+    host, port
+        Where to listen (``port = 0``: any free port; :meth:`start` returns it).
+    ready_lag
+        ``/readyz`` answers 200 only while the total consumer lag is at most this.
+    max_body_bytes
+        Larger request bodies are refused with 413.
+    """
+
+    def __init__(self, service: LiveService, host: str, port: int, *, ready_lag: int = 1000,
+                 max_body_bytes: int = MAX_BODY_BYTES):
+        missing = missing_members(service)
+        if missing:
+            raise TypeError(f"{type(service).__name__} does not implement LiveService: no {', '.join(missing)}")
+        super().__init__(host, port, max_body_bytes=max_body_bytes)
+        self.service = service
+        self.ready_lag = ready_lag
+        self._status_cache: tuple[float, dict] | None = None
+        self._page = status_page_html()
+        self._samples: collections.deque = collections.deque(maxlen=RATE_WINDOW_S + 1)
+        self._sampler: asyncio.Task | None = None
+        self.routes = {
+            "/": {"GET": self.page},
+            "/index.html": {"GET": self.page},
+            "/healthz": {"GET": self.healthz},
+            "/readyz": {"GET": self.readyz},
+            "/status": {"GET": self.status},
+            "/history": {"GET": self.history},
+            "/predict": {"POST": self.predict},
+            "/metrics": {"GET": self.metrics},
+        }
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (``port = 0`` picks a free one)."""
+        port = await super().start()
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_counts())
+        return port
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        await super().stop()
+
+    async def _sample_counts(self) -> None:
+        """Once a second, remember the counters (for the rates on /status)."""
+        while True:
+            counts = self.service.counts
+            self._samples.append((time.monotonic(), counts["events"], counts["labels"], counts["predictions"]))
+            await asyncio.sleep(1.0)
+
+    def rates(self) -> dict:
+        """Events, labels and predictions per second over the last :data:`RATE_WINDOW_S` seconds."""
+        if len(self._samples) < 2:
+            return {"events_per_s": None, "labels_per_s": None, "predictions_per_s": None, "window_s": 0.0}
+        (t0, e0, l0, p0), (t1, e1, l1, p1) = self._samples[0], self._samples[-1]
+        dt = max(t1 - t0, 1e-9)
+        return {"events_per_s": round((e1 - e0) / dt, 3), "labels_per_s": round((l1 - l0) / dt, 3),
+                "predictions_per_s": round((p1 - p0) / dt, 3), "window_s": round(dt, 3)}
+
     # -- handlers ----------------------------------------------------------------------------
 
     def _require_models(self) -> ModelSet:
@@ -592,9 +618,6 @@ class HttpApi:
         return Response(200, self._page, "text/html; charset=utf-8",
                         {"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
                                                     "style-src 'unsafe-inline'; img-src 'self' data:"})
-
-    async def healthz(self, request: Request) -> Response:
-        return json_response(200, {"status": "alive", "uptime_s": round(time.time() - self.started_at, 3)})
 
     async def readyz(self, request: Request) -> Response:
         if self.service.models is None:

@@ -36,7 +36,8 @@ Contract
   ``riverbed_snapshot_age_seconds``, ``riverbed_snapshot_swaps_total``,
   ``riverbed_snapshots_rejected_total{reason}``, ``riverbed_scorer_lag`` (records behind, summed
   over the partitions owned) and ``riverbed_invalid_messages_total{topic,reason}`` (dead letters).
-  A scorer has no HTTP API or status page yet: ``serve_http`` is accepted and ignored.
+  ``/healthz``, ``/readyz``, ``/status`` and ``/metrics`` on ``[http] host``/``port`` when
+  ``[http] enabled`` (:mod:`stream.scale.scorer_http`); no status page, history or ``/predict``.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class Scorer:
     serve_metrics
         Serve ``/metrics`` (``[metrics] enabled`` must also be true).
     serve_http
-        Ignored: a scorer has no HTTP API yet.
+        Serve :mod:`stream.scale.scorer_http` (``[http] enabled`` must also be true).
 
     Raises
     ------
@@ -192,6 +193,10 @@ class Scorer:
         self.metrics_port: int | None = None
         self.follower: SnapshotFollower | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        self.serve_http = serve_http and config.http.enabled
+        self.http_port: int | None = None
+        self.lag: int | None = None
+        """Events behind on the partitions owned, refreshed with the lag gauge (None: not yet)."""
         self.served_by_partition = True
         """Served records go to the partition number of their event (both topics have as many partitions)."""
         self.output: BatchedOutput | None = None
@@ -239,6 +244,20 @@ class Scorer:
         if self.serve_metrics:
             # serve() reads only .registry; a scorer exports its own metrics, not the processor's
             self.metrics_port = serve(cast(ServiceMetrics, self.metrics), cfg.metrics.host, cfg.metrics.port)
+        http = None
+        if self.serve_http:
+            from stream.scale.scorer_http import ScorerHttp
+
+            http = ScorerHttp(self, cfg.http.host, cfg.http.port, ready_lag=cfg.http.ready_lag)
+            self.http_port = await http.start()
+        try:
+            return await self._run(bootstrap, partitions, started)
+        finally:
+            if http is not None:
+                await http.stop()
+
+    async def _run(self, bootstrap: str, partitions: dict[str, int], started: float) -> ScorerSummary:
+        cfg, t = self.config, self.config.topics
         self.follower = follower = SnapshotFollower(cfg, self.metrics, bootstrap)
         await follower.start(SNAPSHOT_START_TIMEOUT_S)
         try:
@@ -454,4 +473,5 @@ class Scorer:
                 if done is None:
                     done = await consumer.position(tp)
                 total += max(0, high - done)
+        self.lag = total
         self.metrics.lag.set(total)

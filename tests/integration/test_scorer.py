@@ -282,3 +282,53 @@ def test_a_scorer_joining_mid_stream_takes_partitions_over_without_loss(test_con
         assert {tp: consumer.committed(tp) for tp in tps} == consumer.end_offsets(tps)
     finally:
         consumer.close()
+
+
+def test_a_scorer_answers_status_readiness_and_metrics_over_http(test_config, broker_bootstrap, tmp_path):
+    import json
+    import urllib.error
+    import urllib.request
+
+    cfg = scale_config(test_config, broker_bootstrap, tmp_path).replace(http={"enabled": True, "port": 0})
+    create_scale_topics(broker_bootstrap, cfg)
+    publish_chunks(broker_bootstrap, cfg.scale.models_topic, snapshot_chunks(cfg, trained_blob(cfg, 300, 3), 300))
+    producer = KafkaProducer(bootstrap_servers=broker_bootstrap, acks="all")
+    for e in events(300, seed=13):
+        producer.send(cfg.topics.events, key=e["id"].encode(), value=msgpack.packb(e))
+    producer.flush()
+    producer.close()
+    scorer = Scorer(cfg, registry=CollectorRegistry(), serve_metrics=False)
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{scorer.http_port}{path}", timeout=5) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    async def scenario():
+        task = asyncio.create_task(scorer.run())
+        deadline = time.monotonic() + 30
+        while scorer.counts["predictions"] < 300:
+            assert time.monotonic() < deadline and not task.done(), "the scorer did not predict the 300 events"
+            await asyncio.sleep(0.05)
+        answers = {path: await asyncio.to_thread(get, path) for path in ("/healthz", "/status", "/metrics", "/predict")}
+        while True:  # the lag gauge is refreshed about once a second
+            ready = await asyncio.to_thread(get, "/readyz")
+            if ready[0] == 200 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        scorer.stop()
+        await task
+        return answers, ready
+
+    answers, ready = asyncio.run(scenario())
+    assert answers["/healthz"][0] == 200
+    status = json.loads(answers["/status"][1])
+    assert status["role"] == "scorer" and status["version"] == 300 and status["model"] == cfg.model_name
+    assert status["counts"]["predictions"] == 300 and status["group"] == cfg.scale.scorer_group_id
+    assert sorted(status["partitions"]) == [f"{cfg.topics.events}:{p}" for p in range(3)]
+    assert status["rejected"] == {} and status["snapshot_age_s"] >= 0
+    assert b"riverbed_scorer_predictions_total 300.0" in answers["/metrics"][1]
+    assert answers["/predict"][0] == 404  # a scorer's predictions are the predictions topic
+    assert ready[0] == 200 and json.loads(ready[1])["version"] == 300, ready
