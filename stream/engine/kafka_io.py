@@ -31,6 +31,23 @@ TRANSACTION_TIMEOUT_MS = 60_000
 """The broker aborts a transaction left open this long (a crashed processor's restart aborts it sooner)."""
 
 
+def output_producer_settings(cfg: Config, bootstrap: str, security: dict | None = None) -> dict:
+    """The settings of an output producer: idempotent, ``acks=all``, batches of up to 512 KiB
+    (closed by the senders of :class:`~stream.engine.output.BatchedOutput`), requests large enough
+    for ``[codec] max_message_bytes``. ``security`` defaults to :func:`aiokafka_security` of ``cfg``."""
+    return dict(
+        bootstrap_servers=bootstrap,
+        client_id=cfg.kafka.client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        max_request_size=max(1_048_576, cfg.codec.max_message_bytes + 65_536),
+        request_timeout_ms=int(cfg.kafka.request_timeout_s * 1000),
+        **(aiokafka_security(cfg) if security is None else security),
+    )
+
+
 class KafkaIO:
     """The consumer and producer of one processor (see the module docstring)."""
 
@@ -55,17 +72,7 @@ class KafkaIO:
         """Set in exactly-once mode: stable per processor identity, so a second instance fences the first."""
         if cfg.output.guarantee == "exactly_once":
             self.transactional_id = transactional_id(cfg.kafka.group_id, cfg.topics.events, cfg.topics.labels)
-        self._producer_settings = dict(
-            bootstrap_servers=bootstrap,
-            client_id=cfg.kafka.client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_batch_size=512 * 1024,
-            max_request_size=max(1_048_576, max_bytes + 65_536),
-            request_timeout_ms=timeout_ms,
-            **security,
-        )
+        self._producer_settings = output_producer_settings(cfg, bootstrap, security)
         if self.transactional_id is not None:
             self._producer_settings.update(
                 transactional_id=self.transactional_id, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +50,7 @@ from stream.engine.metrics import ServiceMetrics, serve
 from stream.engine.model_config import build_model_set, build_sampler, learner_settings, model_spec
 from stream.engine.output import BatchedOutput, Output
 from stream.engine.runtime import tune_gc
+from stream.engine.signals import StopOnSignal
 from stream.engine.stream_state import COUNT_NAMES, StreamState
 from stream.engine.telemetry import Telemetry
 from stream.engine.transactions import ReplayCut, TransactionalOutput, output_identity, replay_floor
@@ -80,7 +80,7 @@ class RunSummary:
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
 
 
-class Processor:
+class Processor(StopOnSignal):
     """The streaming learner. ``await Processor(config).run()`` processes until stopped.
 
     Parameters
@@ -180,19 +180,6 @@ class Processor:
             await self.checkpointer.checkpoint(wait=wait)
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Ask the loop to finish its batch, checkpoint and return (safe from signal handlers)."""
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("%s received: finishing the batch, checkpointing and stopping", sig.name)
-        self.stop()
 
     async def run(self) -> RunSummary:
         started = time.monotonic()

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -59,10 +58,12 @@ from stream.connect.security import aiokafka_security
 from stream.connect.topics import topic_partitions
 from stream.engine.codecs import InvalidMessage, OutputCodec
 from stream.engine.decoding import FeaturePipeline, RecordDecoder
+from stream.engine.kafka_io import output_producer_settings
 from stream.engine.messages import challenger_predictions, dead_letter_message, prediction_message
 from stream.engine.metrics import ServiceMetrics, serve
 from stream.engine.model_config import build_model_set
 from stream.engine.output import BatchedOutput
+from stream.engine.signals import StopOnSignal
 from stream.engine.transforms import first_line, load_transform
 from stream.errors import RiverbedError
 from stream.scale.follower import SnapshotFollower, SnapshotMetrics
@@ -136,7 +137,7 @@ class _Rebalance(ConsumerRebalanceListener):
         log.info("scoring %s", ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)) or "no partition")
 
 
-class Scorer:
+class Scorer(StopOnSignal):
     """One scorer replica. ``await Scorer(config).run()`` predicts until stopped.
 
     Parameters
@@ -159,6 +160,8 @@ class Scorer:
         When the model spec or transform cannot be built, or the configuration asks for
         exactly-once output (before any broker is started or topic created).
     """
+
+    STOPPING = "finishing the batch, flushing, committing and stopping"
 
     def __init__(
         self,
@@ -208,19 +211,6 @@ class Scorer:
         self._stop = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Ask the scorer to finish its batch, flush, commit and return (safe from signal handlers)."""
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("%s received: finishing the batch, flushing, committing and stopping", sig.name)
-        self.stop()
 
     async def run(self) -> ScorerSummary:
         started = time.monotonic()
@@ -303,19 +293,8 @@ class Scorer:
         )
 
     def _producer_settings(self, bootstrap: str) -> dict[str, Any]:
-        """The output producer: idempotent, ``acks=all``, like :class:`stream.engine.kafka_io.KafkaIO`'s."""
-        cfg = self.config
-        return dict(
-            bootstrap_servers=bootstrap,
-            client_id=cfg.kafka.client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_batch_size=512 * 1024,
-            max_request_size=max(1_048_576, cfg.codec.max_message_bytes + 65_536),
-            request_timeout_ms=int(cfg.kafka.request_timeout_s * 1000),
-            **aiokafka_security(cfg),
-        )
+        """The output producer: the processor's (:func:`stream.engine.kafka_io.output_producer_settings`)."""
+        return output_producer_settings(self.config, bootstrap)
 
     # -- the loop --------------------------------------------------------------------------
 

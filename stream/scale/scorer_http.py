@@ -20,20 +20,30 @@ its predictions are the ``predictions`` topic.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stream.config import Config
 from stream.ops.http_api import HttpServer, Request, Response, json_response
 
-if TYPE_CHECKING:
-    from stream.scale.scorer import Scorer
+
+class ScorerView(Protocol):
+    """What the endpoints read of a :class:`~stream.scale.scorer.Scorer` (no import of it: no cycle)."""
+
+    config: Config
+    follower: Any
+    consumer: Any
+    metrics: Any
+    counts: dict[str, int]
+    commits: int
+    lag: int | None
 
 
 class ScorerHttp(HttpServer):
     """The HTTP endpoints of one :class:`~stream.scale.scorer.Scorer` (see the module docstring)."""
 
-    def __init__(self, scorer: "Scorer", host: str, port: int, *, ready_lag: int = 1000):
+    def __init__(self, scorer: ScorerView, host: str, port: int, *, ready_lag: int = 1000):
         super().__init__(host, port, what="scorer status")
         self.scorer = scorer
         self.ready_lag = ready_lag
