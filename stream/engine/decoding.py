@@ -9,11 +9,16 @@ event time (the payload ``ts``, else the Kafka record timestamp), or into an inv
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from learners.labels import LabelParser
 from stream.engine.codecs import InvalidMessage, check_features, parse_event, parse_label
 from stream.engine.handlers import Decoded
 from stream.engine.merge import Item
-from stream.engine.transforms import FeatureTransform
+from stream.engine.transforms import FeatureTransform, load_transform
+
+if TYPE_CHECKING:
+    from stream.config import Config
 
 
 class FeaturePipeline:
@@ -23,6 +28,12 @@ class FeaturePipeline:
         self.transform = transform
         #: With a transform, feature values may be bytes that only the transform can read.
         self.accepts_bytes = transform is not None
+
+    @classmethod
+    def from_config(cls, config: "Config") -> "FeaturePipeline":
+        """The pipeline of ``[features] transform`` (none when it is empty)."""
+        spec = config.features.transform
+        return cls(load_transform(spec) if spec else None)
 
     def prepare(self, x: object) -> dict:
         """The River features of a raw ``x`` (checked, then transformed)."""
@@ -38,6 +49,15 @@ class RecordDecoder:
         self.features = features
         self.max_bytes = max_bytes
         self.labels = LabelParser(task, **label_options)
+
+    @classmethod
+    def from_config(cls, config: "Config", features: FeaturePipeline, events_topic: str | None = None):
+        """A decoder with the config's limits and label settings; events from ``events_topic``
+        (default ``[topics] events``)."""
+        return cls(
+            events_topic or config.topics.events, features, config.codec.max_message_bytes, config.model.task,
+            positive_label=config.model.positive_label, negative_label=config.model.negative_label,
+        )
 
     def parse_event(self, raw: bytes | None):
         event = parse_event(raw, self.max_bytes, self.features.accepts_bytes)

@@ -54,7 +54,6 @@ from stream.engine.signals import StopOnSignal
 from stream.engine.stream_state import COUNT_NAMES, StreamState
 from stream.engine.telemetry import Telemetry
 from stream.engine.transactions import ReplayCut, TransactionalOutput, output_identity, replay_floor
-from stream.engine.transforms import load_transform
 
 __all__ = [
     "COUNT_NAMES", "EXPIRY_SWEEP_EVENTS", "PROCESS_SLICE_S", "ModelSpecMismatch", "Processor", "RunSummary",
@@ -122,8 +121,7 @@ class Processor(StopOnSignal):
         self.spec = model_spec(config)
         build_model_set(config)  # the model spec is checked now, not after Kafka was touched
         self.sampler = build_sampler(config)
-        transform = load_transform(config.features.transform) if config.features.transform else None
-        self.features = FeaturePipeline(transform)
+        self.features = FeaturePipeline.from_config(config)
         t = config.topics
         self.topics = Topics(self.events_topic(), t.labels, t.predictions, t.deadletter, config.labels.request_topic)
         self.metrics_port: int | None = None
@@ -259,11 +257,7 @@ class Processor(StopOnSignal):
 
     def build_decoder(self) -> RecordDecoder:
         """The decoder of this run's input records (the trainer decodes served records)."""
-        cfg = self.config
-        return RecordDecoder(
-            self.topics.events, self.features, cfg.codec.max_message_bytes, cfg.model.task,
-            positive_label=cfg.model.positive_label, negative_label=cfg.model.negative_label,
-        )
+        return RecordDecoder.from_config(self.config, self.features, self.topics.events)
 
     async def before_final_checkpoint(self) -> None:
         """Called once the loop stopped normally, before the last checkpoint (the trainer publishes

@@ -64,7 +64,7 @@ from stream.engine.metrics import ServiceMetrics, serve
 from stream.engine.model_config import build_model_set
 from stream.engine.output import BatchedOutput
 from stream.engine.signals import StopOnSignal
-from stream.engine.transforms import first_line, load_transform
+from stream.engine.transforms import first_line
 from stream.errors import RiverbedError
 from stream.scale.follower import SnapshotFollower, SnapshotMetrics
 from stream.scale.served import encode_served
@@ -182,11 +182,7 @@ class Scorer(StopOnSignal):
         self.exit_when_idle = exit_when_idle
         self.serve_metrics = serve_metrics and config.metrics.enabled
         build_model_set(config)  # the model spec is checked now, not after Kafka was touched
-        transform = load_transform(config.features.transform) if config.features.transform else None
-        self.decoder = RecordDecoder(
-            config.topics.events, FeaturePipeline(transform), config.codec.max_message_bytes, config.model.task,
-            positive_label=config.model.positive_label, negative_label=config.model.negative_label,
-        )
+        self.decoder = RecordDecoder.from_config(config, FeaturePipeline.from_config(config))
         self.encode = OutputCodec(config.codec.output).encode
         self.publish_challengers = config.challengers.publish
         self.counts: dict[str, int] = dict.fromkeys(COUNT_NAMES, 0)

@@ -221,11 +221,7 @@ class Trainer(Processor):
         }
 
     def build_decoder(self) -> RecordDecoder:
-        cfg = self.config
-        return ServedDecoder(
-            self.topics.events, self.features, cfg.codec.max_message_bytes, cfg.model.task,
-            positive_label=cfg.model.positive_label, negative_label=cfg.model.negative_label,
-        )
+        return ServedDecoder.from_config(self.config, self.features, self.topics.events)
 
     def build_handlers(self, state: StreamState, store: StateStore, output: Output,
                        telemetry: Telemetry) -> RecordHandlers:
