@@ -48,6 +48,19 @@ def output_producer_settings(cfg: Config, bootstrap: str, security: dict | None 
     )
 
 
+async def committed_offsets(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+) -> dict[tuple[str, int], tuple[int, str]]:
+    """``{(topic, partition): (offset, metadata)}`` committed for ``consumer``'s group (aiokafka's
+    coordinator: the public ``committed()`` drops the metadata); partitions without one are left out."""
+    partitions = list(partitions)
+    if not partitions:
+        return {}
+    found = await consumer._coordinator.fetch_committed_offsets(partitions)
+    return {(tp.topic, tp.partition): (meta.offset, meta.metadata or "")
+            for tp, meta in found.items() if meta.offset is not None and meta.offset >= 0}
+
+
 class KafkaIO:
     """The consumer and producer of one processor (see the module docstring)."""
 
@@ -143,11 +156,7 @@ class KafkaIO:
     async def committed_with_metadata(self) -> dict[tuple[str, int], tuple[int, str]]:
         """``{(topic, partition): (offset, metadata)}`` the group committed (aiokafka's coordinator:
         the public ``committed()`` drops the metadata)."""
-        if not self.inputs:
-            return {}
-        found = await self.consumer._coordinator.fetch_committed_offsets(list(self.inputs))
-        return {(tp.topic, tp.partition): (meta.offset, meta.metadata or "")
-                for tp, meta in found.items() if meta.offset is not None and meta.offset >= 0}
+        return await committed_offsets(self.consumer, self.inputs)
 
     async def renew_producer(self) -> AIOKafkaProducer:
         """Replace the producer by a new one with the same settings (its start aborts an open transaction)."""

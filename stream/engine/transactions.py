@@ -60,13 +60,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Awaitable, Callable, Iterable, Iterator
+from typing import Awaitable, Callable, Iterable, Iterator, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from stream.engine.output import OutputError, partition_for
-from stream.engine.stream_state import StreamState
 from stream.errors import RiverbedError
 
 log = logging.getLogger("stream.engine.processor")
@@ -78,6 +77,12 @@ IDLE_PROBE_S = 2.0
 MAX_OPEN_MESSAGES = 200_000
 """Messages the open unit may hold while a transaction is in flight before ``submit`` waits."""
 FENCED_ERRORS = (ProducerFenced, InvalidProducerEpoch)
+
+
+class InputPositions(Protocol):
+    """What a cut reads: the next offset of every input partition (a :class:`~stream.engine.stream_state.StreamState` has it)."""
+
+    offsets: dict[tuple[str, int], int]
 
 
 class OutputFenced(RiverbedError):
@@ -143,7 +148,7 @@ class ReplayCut:
         The state being replayed (its offsets say when the replay is past the cut).
     """
 
-    def __init__(self, committed: dict[tuple[str, int], int], state: StreamState):
+    def __init__(self, committed: dict[tuple[str, int], int], state: InputPositions):
         self.floor = dict(committed)
         self.state = state
         self.suppressing = False
@@ -220,7 +225,7 @@ class TransactionalOutput:
         renew_producer: Callable[[], Awaitable[AIOKafkaProducer]],
         read_committed: Callable[[], Awaitable[dict[tuple[str, int], tuple[int, str]]]],
         partitions: dict[str, int],
-        state: StreamState,
+        state: InputPositions,
         group_id: str,
         *,
         interval_s: float,
@@ -266,10 +271,12 @@ class TransactionalOutput:
         """The merge items to apply, with output suppressed for those below the committed cut."""
         return self.replay.admit(items) if self.replay.active else items
 
-    def add(self, topic: str, key: bytes | None, value: bytes | None, headers=()) -> None:
+    def add(self, topic: str, key: bytes | None, value: bytes | None, headers=(),
+            partition: int | None = None) -> None:
+        """Queue one message in the open unit; its partition is ``partition`` when given, else chosen by key."""
         if self.replay.suppressing:
             return  # already published in a committed transaction
-        slot = (topic, partition_for(key, self._partitions[topic]))
+        slot = (topic, partition_for(key, self._partitions[topic]) if partition is None else partition)
         messages = self._open.get(slot)
         if messages is None:
             messages = self._open[slot] = []

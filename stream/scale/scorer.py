@@ -6,7 +6,7 @@ Contract
   ``[topics] events`` (auto commit off, ``earliest`` reset, ``read_committed``). aiokafka has no
   cooperative (incremental) rebalancing: the group uses its default eager assignor
   (``RoundRobinPartitionAssignor``), so a rebalance revokes every partition of every member
-  for a moment; :class:`_Rebalance` commits what was delivered before a partition goes. aiokafka
+  for a moment; :class:`_Rebalance` makes what was scored durable before a partition goes. aiokafka
   returns no records while a rebalance is under way, so a graceful handover (a scorer joins or
   leaves) predicts no event twice; only a crash replays the records after the last commit.
 - The model served comes from :class:`~stream.scale.follower.SnapshotFollower` (the newest
@@ -23,12 +23,15 @@ Contract
   writer, the owner of events partition ``p``, in that partition's order, so the trainer never
   finds a served record behind later ones of another scorer (its merge would release a label
   first and count it unmatched). With different partition counts it goes by key, with a warning. The event time is the payload ``ts``, else the record timestamp.
-- Scorers keep no durable state. Progress is the group's committed offsets, committed **only**
-  for records whose outputs Kafka acknowledged: every :data:`COMMIT_INTERVAL_S`, on stop and when
-  partitions are revoked, take :meth:`BatchedOutput.barrier`, wait for it, then commit the
-  offsets of the records added before it. A crash replays at most the uncommitted records:
-  predictions and served records are at least once (a duplicate served record is the trainer's
-  to skip). ``[output] guarantee = "exactly_once"`` is refused for this role (not implemented).
+- Scorers keep no durable state. Progress is the group's committed offsets, owned by
+  :mod:`stream.scale.scorer_progress`: with ``[output] guarantee = "at_least_once"``
+  (:class:`~stream.scale.scorer_progress.AckedProgress`) committed only for records whose outputs
+  Kafka acknowledged, so a crash replays at most the uncommitted records (a duplicate served
+  record is the trainer's to skip); with ``"exactly_once"``
+  (:class:`~stream.scale.scorer_progress.TransactionalProgress`) one transactional producer per
+  owned events partition commits that partition's outputs and next offset in one transaction, so
+  a ``read_committed`` consumer sees each prediction and served record once, across crashes,
+  ``kill -9`` and rebalances.
 - With ``exit_when_idle``, a scorer that joined its group, is caught up on every partition it
   owns and received nothing for that long flushes, commits and returns.
 - Metrics (own registry; ``/metrics`` when ``[metrics] enabled``):
@@ -48,8 +51,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalGenerationError, KafkaError, RebalanceInProgressError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stream.config import Config
@@ -58,28 +60,25 @@ from stream.connect.security import aiokafka_security
 from stream.connect.topics import topic_partitions
 from stream.engine.codecs import InvalidMessage, OutputCodec
 from stream.engine.decoding import FeaturePipeline, RecordDecoder
-from stream.engine.kafka_io import output_producer_settings
+from stream.engine.kafka_io import TRANSACTION_TIMEOUT_MS, output_producer_settings
 from stream.engine.messages import challenger_predictions, dead_letter_message, prediction_message
 from stream.engine.metrics import ServiceMetrics, serve
 from stream.engine.model_config import build_model_set
-from stream.engine.output import BatchedOutput
 from stream.engine.signals import StopOnSignal
 from stream.engine.transforms import first_line
-from stream.errors import RiverbedError
 from stream.scale.follower import SnapshotFollower, SnapshotMetrics
+from stream.scale.scorer_progress import (
+    AckedProgress, Output, ScorerProgress, TransactionalProgress, scorer_output_identity,
+)
 from stream.scale.served import encode_served
 from stream.scale.topics import create_scale_topics
 
 log = logging.getLogger(__name__)
 
-#: Offsets of delivered records are committed about this often.
-COMMIT_INTERVAL_S = 0.5
 #: The lag and snapshot-age gauges are refreshed about this often.
 PUBLISH_INTERVAL_S = 1.0
 #: How long :meth:`SnapshotFollower.start` may read the models topic before serving.
 SNAPSHOT_START_TIMEOUT_S = 30.0
-#: Commit errors that mean "a rebalance is under way": the revocation commits instead.
-REBALANCE_ERRORS = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError)
 
 #: A member learns of a rebalance (a scorer joined or left) at its next heartbeat: 1 s, not aiokafka's 3 s.
 HEARTBEAT_INTERVAL_MS = 1000
@@ -110,7 +109,8 @@ class ScorerSummary:
     processed: int
     seconds: float
     checkpoints: int
-    """Offset commits (a scorer has no checkpoints: its committed offsets are its progress)."""
+    """Offset commits or committed transactions (a scorer has no checkpoints: its committed offsets
+    are its progress)."""
     version: int
     """The snapshot version served at the end."""
     swaps: int
@@ -119,21 +119,19 @@ class ScorerSummary:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Commit delivered progress before partitions go; note when the group assigned some."""
+    """Hand revocations and assignments to the scorer's progress; note when the group assigned some."""
 
     def __init__(self, scorer: "Scorer"):
         self.scorer = scorer
 
     async def on_partitions_revoked(self, revoked) -> None:
-        try:
-            await self.scorer._commit_delivered(final=True)
-        except Exception as exc:  # the loop surfaces an output failure; the new owner replays from the last commit
-            log.warning("could not commit before the partitions were revoked: %r", exc)
-        self.scorer._forget(revoked)
+        if self.scorer.progress is not None:
+            await self.scorer.progress.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
+        if self.scorer.progress is not None:
+            await self.scorer.progress.assigned(assigned)
         self.scorer._joined = True
-        self.scorer._forget([tp for tp in self.scorer._next if tp not in assigned])
         log.info("scoring %s", ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)) or "no partition")
 
 
@@ -157,8 +155,8 @@ class Scorer(StopOnSignal):
     Raises
     ------
     stream.errors.RiverbedError, learners.errors.LearnerError
-        When the model spec or transform cannot be built, or the configuration asks for
-        exactly-once output (before any broker is started or topic created).
+        When the model spec or transform cannot be built (before any broker is started or topic
+        created).
     """
 
     STOPPING = "finishing the batch, flushing, committing and stopping"
@@ -172,11 +170,6 @@ class Scorer(StopOnSignal):
         serve_metrics: bool = True,
         serve_http: bool = True,
     ):
-        if config.output.guarantee == "exactly_once":
-            raise RiverbedError(
-                "[output] guarantee = \"exactly_once\" is not supported by --role scorer yet: scorers publish "
-                "at least once (set guarantee = \"at_least_once\")"
-            )
         self.config = config
         self.metrics = ScorerMetrics(registry or CollectorRegistry())
         self.exit_when_idle = exit_when_idle
@@ -188,7 +181,6 @@ class Scorer(StopOnSignal):
         self.counts: dict[str, int] = dict.fromkeys(COUNT_NAMES, 0)
         self.invalid_by_reason: dict[str, int] = {}
         self.processed = 0
-        self.commits = 0
         self.metrics_port: int | None = None
         self.follower: SnapshotFollower | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -198,11 +190,8 @@ class Scorer(StopOnSignal):
         """Events behind on the partitions owned, refreshed with the lag gauge (None: not yet)."""
         self.served_by_partition = True
         """Served records go to the partition number of their event (both topics have as many partitions)."""
-        self.output: BatchedOutput | None = None
-        self._next: dict[TopicPartition, int] = {}
-        """Next offset per owned partition: every record before it has its outputs added."""
-        self._commit_lock = asyncio.Lock()
-        self._commit_task: asyncio.Task | None = None
+        self.progress: ScorerProgress | None = None
+        """Outputs and committed offsets (:mod:`stream.scale.scorer_progress`), set by :meth:`run`."""
         self._joined = False
         self._stop = asyncio.Event()
 
@@ -247,22 +236,18 @@ class Scorer(StopOnSignal):
         self.follower = follower = SnapshotFollower(cfg, self.metrics, bootstrap)
         await follower.start(SNAPSHOT_START_TIMEOUT_S)
         try:
-            producer = AIOKafkaProducer(**self._producer_settings(bootstrap))
-            await producer.start()
+            self.consumer = consumer = AIOKafkaConsumer(**self._consumer_settings(bootstrap))
+            self.progress = progress = self._progress(consumer, bootstrap, partitions)
             try:
-                self.consumer = consumer = AIOKafkaConsumer(**self._consumer_settings(bootstrap))
+                await progress.start()
                 consumer.subscribe([t.events], listener=_Rebalance(self))
                 await consumer.start()
                 try:
-                    self.output = output = BatchedOutput(producer, partitions)
-                    try:
-                        await self._consume(consumer, output, follower)
-                    finally:
-                        await output.close()
+                    await self._consume(consumer, progress, follower)
                 finally:
                     await consumer.stop()  # leaves the group: the others take over at once
             finally:
-                await producer.stop()
+                await progress.close()  # after finish() in _consume: nothing is left to commit
         finally:
             await follower.stop()
         return ScorerSummary(
@@ -288,44 +273,56 @@ class Scorer(StopOnSignal):
             **aiokafka_security(cfg),
         )
 
-    def _producer_settings(self, bootstrap: str) -> dict[str, Any]:
-        """The output producer: the processor's (:func:`stream.engine.kafka_io.output_producer_settings`)."""
-        return output_producer_settings(self.config, bootstrap)
+    def _progress(self, consumer: AIOKafkaConsumer, bootstrap: str, partitions: dict[str, int]) -> ScorerProgress:
+        """The progress part of ``[output] guarantee``; its producers have the processor's settings
+        (:func:`stream.engine.kafka_io.output_producer_settings`)."""
+        cfg = self.config
+        settings = output_producer_settings(cfg, bootstrap)
+        if cfg.output.guarantee != "exactly_once":
+            return AckedProgress(consumer, settings, partitions)
+        return TransactionalProgress(
+            consumer, settings, partitions, group_id=cfg.scale.scorer_group_id, events_topic=cfg.topics.events,
+            interval_s=cfg.output.transaction_interval_ms / 1000,
+            identity=scorer_output_identity(cfg.topics.predictions, cfg.topics.deadletter, cfg.scale.served_topic),
+            transaction_timeout_s=TRANSACTION_TIMEOUT_MS / 1000,
+        )
+
+    @property
+    def commits(self) -> int:
+        """Offset commits (at least once) or committed transactions (exactly once) so far."""
+        return 0 if self.progress is None else self.progress.commits
 
     # -- the loop --------------------------------------------------------------------------
 
-    async def _consume(self, consumer: AIOKafkaConsumer, output: BatchedOutput, follower: SnapshotFollower) -> None:
+    async def _consume(self, consumer: AIOKafkaConsumer, progress: ScorerProgress, follower: SnapshotFollower) -> None:
         cfg = self.config
-        log.info("consuming %s in group %s, serving version %d", cfg.topics.events, cfg.scale.scorer_group_id,
-                 follower.version)
+        log.info("consuming %s in group %s (%s output), serving version %d", cfg.topics.events,
+                 cfg.scale.scorer_group_id, cfg.output.guarantee.replace("_", "-"), follower.version)
         poll_ms = cfg.processor.poll_timeout_ms
         max_records = cfg.processor.max_batch
         now = time.monotonic()
-        idle_since, next_commit, next_publish = now, now + COMMIT_INTERVAL_S, now
+        idle_since, next_publish = now, now
         while not self._stop.is_set():
             batch = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
             current = follower.current  # read once per batch: a swap lands between records
             assert current is not None, "the follower serves a snapshot or a fresh model from its start"
             n = 0
             for tp, records in batch.items():
-                if tp not in consumer.assignment():
-                    continue  # revoked while fetched: its new owner starts at the committed offset
+                output = progress.output_for(tp)
+                if output is None:
+                    continue  # not (or no longer) ours: its owner starts at the committed offset
                 for record in records:
-                    self._score(record, current.models, current.version)
+                    self._score(record, output, current.models, current.version)
                 n += len(records)
-                self._next[tp] = records[-1].offset + 1
+                progress.advance(tp, records[-1].offset + 1)
             now = time.monotonic()
             if n:
                 self.processed += n
                 idle_since = now
-                await output.submit()
+                await progress.submit()
                 await asyncio.sleep(0)  # let the senders and the follower run between batches
-            output.raise_if_failed()
             follower.raise_if_failed()
-            self._raise_commit_failure()
-            if now >= next_commit and (self._commit_task is None or self._commit_task.done()):
-                self._commit_task = asyncio.create_task(self._commit_delivered())
-                next_commit = now + COMMIT_INTERVAL_S
+            await progress.tick(now)
             if now >= next_publish:
                 await self._publish_lag(consumer)
                 follower.publish_age()
@@ -338,17 +335,15 @@ class Scorer(StopOnSignal):
             ):
                 log.info("caught up and idle for %.1f s: flushing, committing and exiting", self.exit_when_idle)
                 break
-        await self._commit_delivered(final=True)
+        await progress.finish()
         await self._publish_lag(consumer)
 
-    def _score(self, record, models, version: int) -> None:
-        """Predict one event record (or dead-letter it) and add its outputs."""
-        output = self.output
-        assert output is not None
+    def _score(self, record, output: Output, models, version: int) -> None:
+        """Predict one event record (or dead-letter it) and add its outputs to ``output``."""
         try:
             event = self.decoder.parse_event(record.value)
         except InvalidMessage as exc:
-            self._dead_letter(record, exc.reason, exc.detail)
+            self._dead_letter(record, output, exc.reason, exc.detail)
             return
         ts = event.ts if event.ts is not None else record.timestamp / 1000.0
         try:
@@ -359,7 +354,7 @@ class Scorer(StopOnSignal):
             encoded = self.encode(message)
             served_value = encode_served(event.id, event.x, ts, served.record, served.model, version)
         except Exception as exc:  # the model cannot take this event: dead letter, as in one process
-            self._dead_letter(record, "model_predict_failed", first_line(exc))
+            self._dead_letter(record, output, "model_predict_failed", first_line(exc))
             return
         output.add(self.config.topics.predictions, record.key, encoded)
         # served partition p holds events partition p only: one writer (its owner), event order kept
@@ -369,11 +364,10 @@ class Scorer(StopOnSignal):
         self.counts["predictions"] += 1
         self.metrics.predictions.inc()
 
-    def _dead_letter(self, record, reason: str, detail: str) -> None:
+    def _dead_letter(self, record, output: Output, reason: str, detail: str) -> None:
         """Copy ``record`` unchanged to the dead-letter topic (the headers of ``RecordHandlers.dead_letter``)."""
-        assert self.output is not None
         value, headers = dead_letter_message(record, reason, detail)
-        self.output.add(self.config.topics.deadletter, record.key, value, headers)
+        output.add(self.config.topics.deadletter, record.key, value, headers)
         self.counts["invalid"] += 1
         key = f"{record.topic}:{reason}"
         self.invalid_by_reason[key] = self.invalid_by_reason.get(key, 0) + 1
@@ -381,51 +375,6 @@ class Scorer(StopOnSignal):
         log.debug("dead-lettered %s:%d@%d: %s %s", record.topic, record.partition, record.offset, reason, detail)
 
     # -- progress --------------------------------------------------------------------------
-
-    async def _commit_delivered(self, final: bool = False) -> None:
-        """Wait until the outputs of the records processed so far are acknowledged, then commit them.
-
-        ``final`` (stop, revocation): also wait for a periodic commit in flight, and raise on a
-        failed commit other than a rebalance under way. Raises
-        :class:`~stream.engine.output.OutputError` when some output was not acknowledged
-        (nothing is committed then).
-        """
-        if final and self._commit_task is not None and not self._commit_task.done():
-            try:
-                await self._commit_task
-            except Exception:  # reported below by this commit, or by _raise_commit_failure
-                pass
-        async with self._commit_lock:
-            output, consumer = self.output, self.consumer
-            if output is None or consumer is None:
-                return
-            barrier = output.barrier()
-            offsets = dict(self._next)
-            await output.wait(barrier)  # raises OutputError: nothing past it is committed
-            owned = consumer.assignment()
-            offsets = {tp: o for tp, o in offsets.items() if tp in owned}
-            if not offsets:
-                return
-            try:
-                await consumer.commit(offsets)
-            except REBALANCE_ERRORS as exc:
-                log.info("offset commit deferred by a rebalance: %s", type(exc).__name__)
-                return
-            except KafkaError as exc:
-                if final:
-                    raise
-                log.warning("offset commit failed (retried in %.1f s): %r", COMMIT_INTERVAL_S, exc)
-                return
-            self.commits += 1
-
-    def _raise_commit_failure(self) -> None:
-        task = self._commit_task
-        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-    def _forget(self, revoked) -> None:
-        for tp in revoked:
-            self._next.pop(tp, None)
 
     async def _caught_up(self, consumer: AIOKafkaConsumer) -> bool:
         """The group assigned this scorer its share and it has read every owned partition to its end."""
@@ -444,7 +393,7 @@ class Scorer(StopOnSignal):
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is not None:
-                done = self._next.get(tp)
+                done = self.progress.position(tp) if self.progress is not None else None
                 if done is None:
                     done = await consumer.position(tp)
                 total += max(0, high - done)

@@ -36,8 +36,10 @@ class ScorerView(Protocol):
     consumer: Any
     metrics: Any
     counts: dict[str, int]
-    commits: int
     lag: int | None
+
+    @property
+    def commits(self) -> int: ...
 
 
 class ScorerHttp(HttpServer):

@@ -28,6 +28,7 @@ from stream.engine.model_bytes import load_model_state, seal_model_state
 from stream.engine.model_config import build_model_set
 from stream.engine.output import partition_for
 from stream.scale.scorer import Scorer
+from stream.scale.scorer_progress import TransactionalProgress, scorer_transactional_id
 from stream.scale.served import decode_served
 from stream.scale.snapshots import Chunk, make_chunks
 from stream.scale.topics import create_scale_topics
@@ -76,9 +77,10 @@ def events(n: int, seed: int) -> list[dict]:
     return [{"id": f"e{i}", "x": x, "ts": float(i)} for i, (x, _) in enumerate(open_dataset("sea", limit=n, seed=seed).rows)]
 
 
-def read_all(bootstrap: str, topic: str) -> list:
+def read_all(bootstrap: str, topic: str, isolation_level: str = "read_uncommitted") -> list:
     """Every record of ``topic`` up to its current end offsets (no idle wait)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             isolation_level=isolation_level)
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(tps)
@@ -236,10 +238,13 @@ def test_hot_swap_without_a_pause_and_a_tampered_snapshot_is_refused(test_config
     assert across < SWAP_GAP_BOUND_S and max(gaps) < SWAP_GAP_BOUND_S
 
 
-def test_a_scorer_joining_mid_stream_takes_partitions_over_without_loss(test_config, broker_bootstrap, tmp_path):
-    """The eager rebalance: the first scorer commits what it delivered before its partitions go, so
-    the second resumes exactly there."""
-    cfg = scale_config(test_config, broker_bootstrap, tmp_path)
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_scorer_joining_mid_stream_takes_partitions_over_without_loss(test_config, broker_bootstrap, tmp_path,
+                                                                        guarantee):
+    """The eager rebalance: the first scorer commits what it delivered (or its last transaction)
+    before its partitions go, so the second resumes exactly there."""
+    cfg = scale_config(test_config, broker_bootstrap, tmp_path).replace(output={"guarantee": guarantee})
+    isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
     create_scale_topics(broker_bootstrap, cfg)
     scorers = [Scorer(cfg, registry=CollectorRegistry(), exit_when_idle=1.5, serve_metrics=False) for _ in range(2)]
     first, second = scorers
@@ -269,12 +274,14 @@ def test_a_scorer_joining_mid_stream_takes_partitions_over_without_loss(test_con
         return i, await asyncio.gather(*runs)
 
     n, summaries = asyncio.run(scenario())
-    ids = [msgpack.unpackb(r.value)["id"] for r in read_all(broker_bootstrap, cfg.topics.predictions)]
+    ids = [msgpack.unpackb(r.value)["id"] for r in read_all(broker_bootstrap, cfg.topics.predictions, isolation)]
+    served = [decode_served(r.value).id for r in read_all(broker_bootstrap, cfg.scale.served_topic, isolation)]
     print(f"{n} events, processed {[s.processed for s in summaries]}")
     assert all(s.processed > 500 for s in summaries)
     # aiokafka returns no records while a rebalance is under way and the revocation commits every
     # delivered record first: a graceful handover predicts each event once (a crash would replay)
-    assert sorted(ids) == sorted(e["id"] for e in sent[:n])
+    assert sorted(ids) == sorted(served) == sorted(e["id"] for e in sent[:n])
+    assert all(s.checkpoints > 0 for s in summaries)  # offset commits, or committed transactions
     consumer = KafkaConsumer(bootstrap_servers=broker_bootstrap, group_id=cfg.scale.scorer_group_id,
                              enable_auto_commit=False)
     try:
@@ -332,3 +339,66 @@ def test_a_scorer_answers_status_readiness_and_metrics_over_http(test_config, br
     assert b"riverbed_scorer_predictions_total 300.0" in answers["/metrics"][1]
     assert answers["/predict"][0] == 404  # a scorer's predictions are the predictions topic
     assert ready[0] == 200 and json.loads(ready[1])["version"] == 300, ready
+
+
+def test_a_fenced_exactly_once_scorer_drops_the_partition_and_a_successor_loses_and_repeats_nothing(
+        test_config, broker_bootstrap, tmp_path):
+    """A zombie: another producer takes the transactional id of events partition 0 (as the next
+    owner does when the group removed a stalled scorer). The fenced scorer publishes nothing more
+    for partition 0, keeps scoring 1 and 2 and stops cleanly; a successor resumes partition 0 at
+    its last committed transaction: a read_committed consumer sees every prediction once."""
+    cfg = scale_config(test_config, broker_bootstrap, tmp_path).replace(output={"guarantee": "exactly_once"})
+    create_scale_topics(broker_bootstrap, cfg)
+    sent = events(3000, seed=17)
+    first = Scorer(cfg, registry=CollectorRegistry(), serve_metrics=False)
+
+    async def send(producer, batch):
+        for i, e in batch:
+            await producer.send(cfg.topics.events, key=e["id"].encode(), value=msgpack.packb(e), partition=i % 3)
+        await producer.flush()
+
+    async def wait_for(condition, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    async def scenario():
+        run = asyncio.create_task(first.run())
+        producer = AIOKafkaProducer(bootstrap_servers=broker_bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        impostor = None
+        try:
+            indexed = list(enumerate(sent))
+            await send(producer, indexed[:1500])
+            await wait_for(lambda: first.processed >= 1500 and first.commits >= 3, "the first half scored")
+            await asyncio.sleep(0.3)  # its last transactions committed
+            impostor = AIOKafkaProducer(
+                bootstrap_servers=broker_bootstrap,
+                transactional_id=scorer_transactional_id(cfg.scale.scorer_group_id, cfg.topics.events, 0),
+            )
+            await impostor.start()  # InitProducerId: the scorer's producer of partition 0 is fenced
+            await send(producer, indexed[1500:])
+            progress = first.progress
+            assert isinstance(progress, TransactionalProgress)
+            await wait_for(lambda: progress.dropped, "the fenced partition dropped")
+            await wait_for(lambda: first.processed >= 3000, "the rest scored")
+            await asyncio.sleep(0.5)
+            first.stop()
+            summary = await run
+        finally:
+            if impostor is not None:
+                await impostor.stop()
+            await producer.stop()
+        second = Scorer(cfg, registry=CollectorRegistry(), exit_when_idle=1.5, serve_metrics=False)
+        return summary, progress.dropped, await second.run()
+
+    summary, dropped, successor = asyncio.run(scenario())
+    assert dropped == [TopicPartition(cfg.topics.events, 0)]
+    assert summary.processed >= 3000
+    ids = [msgpack.unpackb(r.value)["id"] for r in read_all(broker_bootstrap, cfg.topics.predictions, "read_committed")]
+    served = [decode_served(r.value).id for r in read_all(broker_bootstrap, cfg.scale.served_topic, "read_committed")]
+    late_p0 = {e["id"] for i, e in enumerate(sent) if i >= 1500 and i % 3 == 0}
+    assert 0 < successor.processed <= 1000 + 500  # partition 0's second half (plus its last cut, at most)
+    assert sorted(ids) == sorted(served) == sorted(e["id"] for e in sent)  # each once: none lost, none repeated
+    assert late_p0 <= set(ids)
