@@ -182,7 +182,7 @@ def pinning(cores: int | None = None) -> dict:
     return {"trainer": [0], "producer": [0], "broker": [0], "scorers": list(range(1, cores))}
 
 
-def _pinned(command: list[str], cores: list[int] | None) -> list[str]:
+def pinned(command: list[str], cores: list[int] | None) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, cores)), *command] if cores else command
 
 
@@ -410,10 +410,10 @@ def measure_scale(ctx: dict, preset: str, scorers: int, n: int, rate: float = DE
     children: list[_Child] = []
     phases: dict = {}
     try:
-        trainer = _Child(_pinned(command(trainer_file, "trainer"), cores.get("trainer")), env, ROOT)
+        trainer = _Child(pinned(command(trainer_file, "trainer"), cores.get("trainer")), env, ROOT)
         children.append(trainer)
         _wait(lambda: trainer.said("consuming"), "the trainer to consume", READY_TIMEOUT_S, children)
-        group = [_Child(_pinned(command(scorer_file, "scorer"),
+        group = [_Child(pinned(command(scorer_file, "scorer"),
                                 [scorer_cores[i % len(scorer_cores)]] if scorer_cores else None), env, ROOT)
                  for i in range(scorers)]
         children += group
@@ -434,7 +434,7 @@ def measure_scale(ctx: dict, preset: str, scorers: int, n: int, rate: float = DE
                         "partitions": PARTITIONS, "dataset": ctx["dataset"], "n": n, "rate": phase_rate,
                         "label_lag_s": lag, "id_prefix": f"{prefix}-{phase}"}
                 out = workdir / f"{prefix}-{phase}-producer.json"
-                subprocess.run(_pinned([sys.executable, "-m", "bench.scale", "produce", json.dumps(spec), str(out)],
+                subprocess.run(pinned([sys.executable, "-m", "bench.scale", "produce", json.dumps(spec), str(out)],
                                        cores.get("producer")), cwd=ROOT, env=env, check=True, timeout=600)
                 progress: dict = {}
                 target = done_before + n
@@ -527,6 +527,14 @@ def describe_pinning(cores: dict, scorers: int, own_broker: bool) -> str:
     broker = "broker" if own_broker else "(broker not started by the bench: not pinned)"
     return (f"core {','.join(map(str, cores['trainer']))}: trainer, producer, {broker}; "
             f"core {','.join(map(str, scorer_cores))}: {scorers} scorer{'s' if scorers > 1 else ''}")
+
+
+def unpin_broker(pid: int | None) -> None:
+    """Give every thread of the bench's own broker all cores again (after a pinned measurement)."""
+    cores = os.cpu_count() or 1
+    if pid is not None and shutil.which("taskset") is not None:
+        subprocess.run(["taskset", "-a", "-p", "-c", f"0-{cores - 1}", str(pid)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def pin_broker(pid: int | None, cores: dict) -> bool:

@@ -14,6 +14,9 @@ What is measured (all rows, same broker, same data, same run):
   topic is created with ``message.timestamp.type=LogAppendTime``, so the broker stamps each
   prediction (milliseconds) when it appends it to the log. So latency covers producer client →
   broker → riverbed fetch → merge → predict → output batch → broker, at 1 ms resolution.
+  With at least 2 cores and ``taskset``, riverbed runs alone on core 1 and the load generator and
+  the bench's own broker on core 0 for the latency runs (the table says which), so the number
+  measures riverbed, not two oversubscribed cores.
 - **label freshness** (riverbed): wall time when ``learn_one`` returned minus the label's
   create time (``ts`` stamped by the producer).
 - **checkpoint duty**: sum of ``riverbed_checkpoint_pause_seconds`` (the time checkpoints stop
@@ -60,6 +63,7 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
+from bench.scale import pinned, pin_broker, pinning, unpin_broker
 from bench.scale import markdown as scale_markdown
 from bench.worker import percentiles
 
@@ -151,11 +155,12 @@ def _env() -> dict:
     return env
 
 
-def run_row(spec: dict, workdir: Path, timeout: float = 900) -> dict:
-    """Run one row in a fresh interpreter and return its JSON result."""
+def run_row(spec: dict, workdir: Path, timeout: float = 900, cores: list[int] | None = None) -> dict:
+    """Run one row in a fresh interpreter (on ``cores`` when given) and return its JSON result."""
     out = workdir / f"{spec['kind']}-{uuid.uuid4().hex[:8]}.json"
     spec = {**spec, "out": str(out)}
-    proc = subprocess.run([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=ROOT, env=_env(),
+    command = pinned([sys.executable, "-m", "bench.worker", json.dumps(spec)], cores)
+    proc = subprocess.run(command, cwd=ROOT, env=_env(),
                           stdout=subprocess.DEVNULL, timeout=timeout)  # on timeout the child is killed
     if not out.exists():
         raise RuntimeError(f"row {spec['kind']} exited {proc.returncode} without a result")
@@ -349,23 +354,31 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float, **extra) -
     sections = riverbed_sections(ctx, topics, workdir / f"state-{topics['events']}", preset, **extra)
     out = workdir / f"live-{uuid.uuid4().hex[:8]}.json"
     spec = {"kind": "riverbed_live", "config": sections, "target": 2 * n, "out": str(out)}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watcher = _StderrWatcher(proc, "READY")
-    if not watcher.seen.wait(120):
-        proc.kill()
-        raise RuntimeError("the live processor did not start")
-    broker_cpu = _process_cpu_seconds(ctx.get("broker_pid"))
-    producer = run_row({"kind": "producer", "bootstrap": str(bootstrap), "kafka": ctx["security"], "topics": topics,
-                        "rate": target_rate, "n": n, "dataset": ctx["dataset"], "label_delay": 100}, workdir)
-    if broker_cpu is not None:
-        broker_cpu = _process_cpu_seconds(ctx.get("broker_pid")) - broker_cpu
+    cores = pinning()  # riverbed alone on core 1; the load generator and our broker on core 0
+    riverbed_cores = cores.get("scorers", [])[:1] or None
+    pinned_broker = pin_broker(ctx.get("broker_pid"), cores)
     try:
-        proc.wait(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError("the live processor did not see every event and label within 300 s") from None
+        proc = subprocess.Popen(pinned([sys.executable, "-m", "bench.worker", json.dumps(spec)], riverbed_cores),
+                                cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        watcher = _StderrWatcher(proc, "READY")
+        if not watcher.seen.wait(120):
+            proc.kill()
+            raise RuntimeError("the live processor did not start")
+        broker_cpu = _process_cpu_seconds(ctx.get("broker_pid"))
+        producer = run_row({"kind": "producer", "bootstrap": str(bootstrap), "kafka": ctx["security"],
+                            "topics": topics, "rate": target_rate, "n": n, "dataset": ctx["dataset"],
+                            "label_delay": 100}, workdir, cores=cores.get("producer"))
+        if broker_cpu is not None:
+            broker_cpu = _process_cpu_seconds(ctx.get("broker_pid")) - broker_cpu
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError("the live processor did not see every event and label within 300 s") from None
+    finally:
+        if pinned_broker:
+            unpin_broker(ctx.get("broker_pid"))
     result = json.loads(out.read_text())
     records = read_records(bootstrap, topics["predictions"], expected=n)
     warmup = int(0.1 * len(records))  # the first 10% (connection warm-up, first batches) are left out
@@ -382,6 +395,8 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float, **extra) -
         "freshness": result.get("freshness"),
         "checkpoint_duty": result["checkpoint_duty"],
         "processor_peak_rss_bytes": result["peak_rss_bytes"],
+        "pinning": (f"riverbed on core {riverbed_cores[0]}; load generator"
+                    f"{' and broker' if pinned_broker else ''} on core 0") if riverbed_cores else "not pinned",
         # CPU in cores (CPU seconds / wall seconds) while the load ran: the three share 2 cores
         "cpu_cores": {
             "riverbed": result["cpu_seconds"] / result["seconds"],
@@ -789,8 +804,8 @@ def markdown(results: dict) -> str:
             )
     lines += ["", "riverbed only:", "",
               "| model | load | offered events/s | latency p50 / p99 / p99.9 ms | label freshness p50 / p99 ms "
-              "| CPU cores: riverbed / load generator / broker |",
-              "|---|---:|---:|---|---|---|"]
+              "| CPU cores: riverbed / load generator / broker | pinning |",
+              "|---|---:|---:|---|---|---|---|"]
     for preset, entry in results["models"].items():
         for lat in entry.get("latency", []):
             q = lat["latency"]
@@ -799,7 +814,7 @@ def markdown(results: dict) -> str:
                 f"| {preset} | {lat['load']:.0%} | {lat['offered_rate']:,.0f} | "
                 f"{q.get('p50', 0) * 1e3:.1f} / {q.get('p99', 0) * 1e3:.1f} / {q.get('p999', 0) * 1e3:.1f} | "
                 f"{_fmt(f.get('p50') and f['p50'] * 1e3, '.1f')} / {_fmt(f.get('p99') and f['p99'] * 1e3, '.1f')} | "
-                f"{_cores(lat.get('cpu_cores'))} |"
+                f"{_cores(lat.get('cpu_cores'))} | {lat.get('pinning', 'not pinned')} |"
             )
     lines += ["", "| model | checkpoints (pause, duty cycle) | recovery after kill -9 | targets |", "|---|---|---|---|"]
     for preset, entry in results["models"].items():

@@ -5,21 +5,24 @@ false`` turns it off), by the same bounded server as the processor's API
 (:class:`stream.ops.http_api.HttpServer`):
 
 =================  ====================================================================
+``GET /``          a status page (self-contained HTML that reads ``/status`` every 2 s)
 ``GET /healthz``   200 while the process is alive
 ``GET /readyz``    200 once the scorer serves a model, owns partitions of its group and its
                    lag is at most ``[http] ready_lag``; 503 with the reason otherwise
-``GET /status``    ``{"role": "scorer", "group", "model", "version", "snapshot_age_s",
-                   "swaps", "rejected", "partitions", "lag", "counts", "commits"}``
+``GET /status``    ``{"role": "scorer", "group", "guarantee", "model", "version",
+                   "snapshot_age_s", "swaps", "rejected", "partitions", "lag", "counts",
+                   "commits"}``
 ``GET /metrics``   the Prometheus text format of the scorer's registry
 =================  ====================================================================
 
-A scorer has no status page, no ``/history`` and no ``POST /predict``: it keeps no history, and
-its predictions are the ``predictions`` topic.
+A scorer has no ``/history`` and no ``POST /predict``: it keeps no history, and its predictions
+are the ``predictions`` topic.
 """
 
 from __future__ import annotations
 
 import time
+from importlib import resources
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -49,7 +52,10 @@ class ScorerHttp(HttpServer):
         super().__init__(host, port, what="scorer status")
         self.scorer = scorer
         self.ready_lag = ready_lag
+        self._page = resources.files("stream.scale").joinpath("scorer_page.html").read_bytes()
         self.routes = {
+            "/": {"GET": self.page},
+            "/index.html": {"GET": self.page},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
             "/status": {"GET": self.status},
@@ -65,6 +71,7 @@ class ScorerHttp(HttpServer):
         return {
             "role": "scorer",
             "group": scorer.config.scale.scorer_group_id,
+            "guarantee": scorer.config.output.guarantee,
             "model": None if current is None else current.models.serving,
             "version": None if current is None else current.version,
             "snapshot_age_s": None if current is None or current.created is None
@@ -91,6 +98,9 @@ class ScorerHttp(HttpServer):
 
     async def status(self, request: Request) -> Response:
         return json_response(200, self.document())
+
+    async def page(self, request: Request) -> Response:
+        return Response(200, self._page, "text/html; charset=utf-8", {"Cache-Control": "no-store"})
 
     async def metrics(self, request: Request) -> Response:
         return Response(200, generate_latest(self.scorer.metrics.registry), CONTENT_TYPE_LATEST)

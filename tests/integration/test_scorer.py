@@ -319,7 +319,9 @@ def test_a_scorer_answers_status_readiness_and_metrics_over_http(test_config, br
         while scorer.counts["predictions"] < 300:
             assert time.monotonic() < deadline and not task.done(), "the scorer did not predict the 300 events"
             await asyncio.sleep(0.05)
-        answers = {path: await asyncio.to_thread(get, path) for path in ("/healthz", "/status", "/metrics", "/predict")}
+        answers = {path: await asyncio.to_thread(get, path)
+                   for path in ("/", "/healthz", "/status", "/metrics", "/predict")}
+        dom = await asyncio.to_thread(render_page, f"http://127.0.0.1:{scorer.http_port}/", tmp_path)
         while True:  # the lag gauge is refreshed about once a second
             ready = await asyncio.to_thread(get, "/readyz")
             if ready[0] == 200 or time.monotonic() > deadline:
@@ -327,9 +329,9 @@ def test_a_scorer_answers_status_readiness_and_metrics_over_http(test_config, br
             await asyncio.sleep(0.2)
         scorer.stop()
         await task
-        return answers, ready
+        return answers, ready, dom
 
-    answers, ready = asyncio.run(scenario())
+    answers, ready, dom = asyncio.run(scenario())
     assert answers["/healthz"][0] == 200
     status = json.loads(answers["/status"][1])
     assert status["role"] == "scorer" and status["version"] == 300 and status["model"] == cfg.model_name
@@ -339,6 +341,29 @@ def test_a_scorer_answers_status_readiness_and_metrics_over_http(test_config, br
     assert b"riverbed_scorer_predictions_total 300.0" in answers["/metrics"][1]
     assert answers["/predict"][0] == 404  # a scorer's predictions are the predictions topic
     assert ready[0] == 200 and json.loads(ready[1])["version"] == 300, ready
+    assert status["guarantee"] == "at_least_once"
+    assert answers["/"][0] == 200 and b"<script src" not in answers["/"][1]  # self-contained page
+    if dom is None:
+        pytest.skip("Debian's chromium is not installed (`make system-deps` installs it as root)")
+    assert 'data-state="rendered"' in dom, dom[:2000]
+    assert "serving " + cfg.model_name + " version 300" in dom and "at-least-once output" in dom
+    assert "events:0" in dom.replace(cfg.topics.events, "events")  # the partitions owned
+
+
+def render_page(url: str, tmp_path) -> str | None:
+    """The DOM of ``url`` after its scripts ran, in headless Chromium (None when not installed)."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        return None
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}"]
+    done = subprocess.run([binary, *flags, "--virtual-time-budget=3000", "--dump-dom", url],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.decode()
 
 
 def test_a_fenced_exactly_once_scorer_drops_the_partition_and_a_successor_loses_and_repeats_nothing(
