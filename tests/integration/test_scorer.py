@@ -97,6 +97,14 @@ def read_all(bootstrap: str, topic: str, isolation_level: str = "read_uncommitte
         consumer.close()
 
 
+async def wait_for(condition, what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` on the running loop until it holds; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def unpickles(monkeypatch):
     """Every unpickle of model bytes (model_bytes is the only place a snapshot is unpickled)."""
@@ -172,12 +180,6 @@ def test_hot_swap_without_a_pause_and_a_tampered_snapshot_is_refused(test_config
     sent = events(2400, seed=12)
     registry = CollectorRegistry()
     scorer = Scorer(cfg, registry=registry, serve_metrics=False)
-
-    async def wait_for(condition, what: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.02)
 
     async def scenario():
         run = asyncio.create_task(scorer.run())
@@ -381,12 +383,6 @@ def test_a_fenced_exactly_once_scorer_drops_the_partition_and_a_successor_loses_
         for i, e in batch:
             await producer.send(cfg.topics.events, key=e["id"].encode(), value=msgpack.packb(e), partition=i % 3)
         await producer.flush()
-
-    async def wait_for(condition, what: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.02)
 
     async def scenario():
         run = asyncio.create_task(first.run())
