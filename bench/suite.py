@@ -69,17 +69,19 @@ from bench.worker import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
-PEER_ROWS = ("faust", "bytewax")
+PEER_ROWS = ("faust", "bytewax", "quix", "quix_eos")
 #: A peer row's accuracy must be within this of the bare loop's prequential accuracy, on runs of at
 #: least ACCURACY_CHECK_MIN_EVENTS events (below that, which topic a framework's fetch batches of
 #: ~1000 records read first changes how much the model has learned when it predicts, so accuracy differs).
 ACCURACY_TOLERANCE = 0.01
 ACCURACY_CHECK_MIN_EVENTS = 10_000
-DEFAULT_ROWS = ("bare", "riverbed", "lean", "faust", "bytewax", "naive", "latency", "recovery", "guarantees")
+DEFAULT_ROWS = ("bare", "riverbed", "lean", "faust", "bytewax", "quix", "quix_eos", "naive", "latency", "recovery",
+                "guarantees")
 ALL_ROWS = (*DEFAULT_ROWS, "soak", "scale")
 #: The rows that read the workload published once to the shared bench topics (latency and a soak
 #: without --soak-rate take their rate from the riverbed row, which reads it).
-BACKLOG_ROWS = ("riverbed", "lean", "faust", "bytewax", "naive", "latency", "recovery", "guarantees")
+BACKLOG_ROWS = ("riverbed", "lean", "faust", "bytewax", "quix", "quix_eos", "naive", "latency", "recovery",
+                "guarantees")
 #: The ``[kafka]`` keys that say how a client logs in (the password is never one of them).
 SECURITY_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password_file",
                  "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
@@ -92,6 +94,8 @@ ROW_TITLES = {
     "lean": "riverbed, lean config (accuracy only, no drift detectors)",
     "faust": "faust-streaming agents",
     "bytewax": "bytewax 0.21 dataflow (recovery on)",
+    "quix": "Quix Streams 3.28 application (at-least-once)",
+    "quix_eos": "Quix Streams 3.28 application (exactly-once)",
     "naive": "naive kafka-python loop",
 }
 #: The lean row: what riverbed costs without its evaluation extras (rolling metrics still run).
@@ -665,6 +669,8 @@ def run(args: argparse.Namespace) -> dict:
                 say(f"{preset}: riverbed lean {entry['rows']['lean']['rate']:,.0f} events/s")
             for kind, n_kind, label in (("faust", n_faust, "faust-streaming agents"),
                                         ("bytewax", n_faust, "bytewax dataflow"),
+                                        ("quix", n_faust, "Quix Streams application, at-least-once"),
+                                        ("quix_eos", n_faust, "Quix Streams application, exactly-once"),
                                         ("naive", n_naive, "naive kafka-python loop")):
                 if kind in rows:
                     say(f"{preset}: {label} on {n_kind:,} events")
@@ -793,7 +799,7 @@ def markdown(results: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for preset, entry in results["models"].items():
-        for key in ("bare", "riverbed", "lean", "faust", "bytewax", "naive"):
+        for key in ("bare", "riverbed", "lean", "faust", "bytewax", "quix", "quix_eos", "naive"):
             row = entry["rows"].get(key)
             if row is None:
                 continue

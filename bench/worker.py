@@ -635,6 +635,13 @@ def _run_bytewax(spec: dict) -> dict:
     return run_bytewax(spec)
 
 
+def _run_quix(spec: dict, guarantee: str) -> dict:
+    """The Quix Streams 3.28 application (:mod:`bench.peers.quix_row`) with this processing guarantee."""
+    from bench.peers.quix_row import run_quix
+
+    return run_quix({**spec, "guarantee": guarantee})
+
+
 # -- entry point -------------------------------------------------------------------------------
 
 ROWS = {
@@ -645,6 +652,8 @@ ROWS = {
     "faust": run_faust,
     "naive": run_naive,
     "bytewax": _run_bytewax,
+    "quix": lambda spec: _run_quix(spec, "at-least-once"),
+    "quix_eos": lambda spec: _run_quix(spec, "exactly-once"),
     "producer": run_producer,
 }
 

@@ -66,7 +66,7 @@ def test_pinning_puts_scorers_beside_the_trainer_core():
     assert scale.pinning(2)["scorers"] == [1] and scale.pinning(2)["trainer"] == [0]
     assert scale.pinning(4)["scorers"] == [1, 2, 3]
     assert scale.describe_pinning(scale.pinning(4), 2, True) == "core 0: trainer, producer, broker; core 1,2: 2 scorers"
-    assert scale._pinned(["python"], [1]) == ["taskset", "-c", "1", "python"]
+    assert scale.pinned(["python"], [1]) == ["taskset", "-c", "1", "python"]
 
 
 def test_histogram_quantiles_are_bucket_upper_bounds():

@@ -24,16 +24,16 @@ def test_every_row_runs_and_reports_sane_fields(broker_bootstrap, tmp_path, caps
     ]) == 0
     results = json.loads(out.read_text())
     entry = results["models"]["logreg"]
-    assert set(entry["rows"]) == {"bare", "riverbed", "lean", "faust", "bytewax", "naive"}
+    assert set(entry["rows"]) == {"bare", "riverbed", "lean", "faust", "bytewax", "quix", "quix_eos", "naive"}
     for name, row in entry["rows"].items():
         assert row["events"] == 300, name  # --faust-events is capped at --events
         assert row["rate"] > 0 and row["seconds"] > 0, name
         assert row["peak_rss_bytes"] > 10 * 2**20, name
         assert row["eta"] == pytest.approx(row["rate"] / entry["rows"]["bare"]["rate"]), name
-    for name in ("riverbed", "lean", "faust", "bytewax", "naive"):
+    for name in ("riverbed", "lean", "faust", "bytewax", "quix", "quix_eos", "naive"):
         assert entry["rows"][name]["joined"] == 300, name  # every label learned once
-    bytewax = entry["rows"]["bytewax"]
-    assert bytewax["check"] == "ok" and 0 <= bytewax["accuracy"] <= 1
+    for peer in ("bytewax", "quix", "quix_eos"):  # every event predicted once, every label learned once
+        assert entry["rows"][peer]["check"] == "ok" and 0 <= entry["rows"][peer]["accuracy"] <= 1, peer
     assert 0.5 < entry["rows"]["bare"]["accuracy"] <= 1
     riverbed = entry["rows"]["riverbed"]
     assert riverbed["checkpoints"] >= 1 and 0 < riverbed["checkpoint_duty"] < 1
@@ -48,10 +48,11 @@ def test_every_row_runs_and_reports_sane_fields(broker_bootstrap, tmp_path, caps
     assert 0 < entry["recovery"]["seconds"] < 60
     assert set(entry["targets"]) >= {"riverbed >= 5x faust", "riverbed >= 3x naive", "recovery <= 3 s",
                                    "overhead <= 20 us", "p99 <= 20 ms at 50% load"}
-    assert entry["ratio_to_fastest_peer"]["peer"] in {"faust", "bytewax"}
+    assert entry["ratio_to_fastest_peer"]["peer"] in {"faust", "bytewax", "quix", "quix_eos"}
     assert any(name.startswith("riverbed >= 1.5x fastest peer (") for name in entry["targets"])
     table = capsys.readouterr().out
     assert "| logreg | riverbed (default config) |" in table and "faust-streaming agents" in table and "bytewax 0.21" in table
+    assert "Quix Streams 3.28 application (exactly-once)" in table
 
 
 @pytest.mark.broker
