@@ -30,6 +30,9 @@ from stream.engine.transactions import transactional_id
 TRANSACTION_TIMEOUT_MS = 60_000
 """The broker aborts a transaction left open this long (a crashed processor's restart aborts it sooner)."""
 
+PRODUCER_STOP_TIMEOUT_S = 10.0
+"""How long stopping a producer may take before it is dropped anyway."""
+
 
 def output_producer_settings(cfg: Config, bootstrap: str, security: dict | None = None) -> dict:
     """The settings of an output producer: idempotent, ``acks=all``, batches of up to 512 KiB
@@ -59,6 +62,25 @@ async def committed_offsets(
     found = await consumer._coordinator.fetch_committed_offsets(partitions)
     return {(tp.topic, tp.partition): (meta.offset, meta.metadata or "")
             for tp, meta in found.items() if meta.offset is not None and meta.offset >= 0}
+
+
+async def stop_producer(producer: AIOKafkaProducer, timeout_s: float = PRODUCER_STOP_TIMEOUT_S) -> Exception | None:
+    """Stop ``producer`` within ``timeout_s``; a broken producer may not stop cleanly: it is dropped
+    either way, and the error (None when it stopped) is returned for the caller to log."""
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+    except Exception as exc:
+        return exc
+    return None
+
+
+async def restart_producer(old: AIOKafkaProducer, settings: dict) -> AIOKafkaProducer:
+    """Stop ``old`` (quietly, see :func:`stop_producer`) and start a new producer with ``settings``;
+    with a transactional id, its start aborts ``old``'s open transaction."""
+    await stop_producer(old)
+    producer = AIOKafkaProducer(**settings)
+    await producer.start()
+    return producer
 
 
 class KafkaIO:
@@ -160,13 +182,7 @@ class KafkaIO:
 
     async def renew_producer(self) -> AIOKafkaProducer:
         """Replace the producer by a new one with the same settings (its start aborts an open transaction)."""
-        old = self.producer
-        try:
-            await asyncio.wait_for(old.stop(), 10.0)
-        except Exception:  # a broken producer may not stop cleanly: it is dropped either way
-            pass
-        self.producer = AIOKafkaProducer(**self._producer_settings)
-        await self.producer.start()
+        self.producer = await restart_producer(self.producer, self._producer_settings)
         return self.producer
 
     async def commit(self, offsets: Iterable[tuple[str, int, int]]) -> None:

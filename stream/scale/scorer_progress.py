@@ -56,7 +56,7 @@ from typing import Any, Iterable, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalGenerationError, KafkaError, RebalanceInProgressError
 
-from stream.engine.kafka_io import committed_offsets
+from stream.engine.kafka_io import committed_offsets, restart_producer, stop_producer
 from stream.engine.output import BatchedOutput
 from stream.engine.transactions import OutputFenced, ReplayCut, TransactionalOutput
 
@@ -66,8 +66,6 @@ log = logging.getLogger("stream.scale.scorer")
 COMMIT_INTERVAL_S = 0.5
 #: Commit errors that mean "a rebalance is under way": the revocation commits instead.
 REBALANCE_ERRORS = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError)
-#: How long a released partition's producer may take to stop.
-PRODUCER_STOP_TIMEOUT_S = 10.0
 
 
 class Output(Protocol):
@@ -388,12 +386,7 @@ class TransactionalProgress:
 
         async def renew() -> AIOKafkaProducer:
             owned = self._owned[tp]
-            try:
-                await asyncio.wait_for(owned.producer.stop(), PRODUCER_STOP_TIMEOUT_S)
-            except Exception:  # a broken producer may not stop cleanly: it is dropped either way
-                pass
-            owned.producer = AIOKafkaProducer(**settings)  # its start aborts the failed transaction
-            await owned.producer.start()
+            owned.producer = await restart_producer(owned.producer, settings)  # aborts the failed transaction
             return owned.producer
 
         async def read_committed() -> dict[tuple[str, int], tuple[int, str]]:
@@ -441,7 +434,6 @@ class TransactionalProgress:
         try:
             await owned.output.close()
         finally:
-            try:
-                await asyncio.wait_for(owned.producer.stop(), PRODUCER_STOP_TIMEOUT_S)
-            except Exception as exc:
-                log.debug("%s:%d: producer did not stop cleanly: %r", tp.topic, tp.partition, exc)
+            failed = await stop_producer(owned.producer)
+            if failed is not None:
+                log.debug("%s:%d: producer did not stop cleanly: %r", tp.topic, tp.partition, failed)
