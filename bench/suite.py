@@ -144,6 +144,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="events/s of the scale rows' steady phase (default 4000)")
     p.add_argument("--scale-label-lag", type=float, default=0.5,
                    help="seconds each label of the steady phase follows its event at least (default 0.5)")
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="run every row's worker under cProfile and write DIR/<row>-<model>-<pid>.pstats "
+                        "(slower rows: for finding where the time goes, not for the table)")
     return p.parse_args(argv)
 
 
@@ -894,6 +897,12 @@ def soak_markdown(results: dict) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.profile is not None:
+        from bench.worker import PROFILE_ENV
+
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ[PROFILE_ENV] = str(args.profile.resolve())  # the workers inherit it (see _env)
+        say(f"profiling every row's worker into {args.profile}/ (rates are slower under cProfile)")
     say(f"riverbed benchmark: {args.events:,} events per row, models {args.models}, rows {args.rows}")
     results = run(args)
     table = markdown(results)

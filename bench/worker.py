@@ -663,13 +663,27 @@ def _write(path: str, result: dict) -> None:
         json.dump(result, f)
 
 
+#: Set by ``python -m bench --profile DIR``: every worker runs its row under cProfile into DIR.
+PROFILE_ENV = "BENCH_PROFILE_DIR"
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="    %(levelname)s %(name)s: %(message)s")
     logging.getLogger("stream.engine.processor").setLevel(logging.ERROR)  # drift alerts would drown the progress
     logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)  # first join on a new broker
     logging.getLogger("kafka.coordinator.assignors").setLevel(logging.ERROR)
     spec = json.loads(argv[0])
-    result = ROWS[spec["kind"]](spec)
+    profile_dir = os.environ.get(PROFILE_ENV)
+    if profile_dir:  # python -m bench --profile DIR
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(ROWS[spec["kind"]], spec)
+        preset = spec.get("preset") or spec.get("config", {}).get("model", {}).get("preset", "model")
+        name = f"{spec['kind']}-{preset}-{os.getpid()}.pstats"
+        profiler.dump_stats(os.path.join(profile_dir, name))
+    else:
+        result = ROWS[spec["kind"]](spec)
     if result is not None:
         result["peak_rss_bytes"] = _peak_rss_bytes()
         _write(spec["out"], result)

@@ -315,7 +315,7 @@ def _accuracy_scorer(metric: exact_metrics.Accuracy, rolling: utils.Rolling | No
 
 def _rocauc_scorer(metric: exact_metrics.ROCAUC, rolling: utils.Rolling | None):
     """ROCAUC: the per-label quantity is how many thresholds the score exceeds, and the class."""
-    thresholds, pos_val, add = metric.thresholds, metric.pos_val, metric.add
+    thresholds, pos_val, add = metric.thresholds, metric.pos_val, metric.count
 
     def split(y_true, y_pred) -> tuple[int, bool]:
         p_true = y_pred.get(True, 0.0) if isinstance(y_pred, dict) else y_pred
@@ -331,7 +331,7 @@ def _rocauc_scorer(metric: exact_metrics.ROCAUC, rolling: utils.Rolling | None):
     obj, window = rolling.obj, rolling.window
     size = window.maxlen
     kept = collections.deque((split(y, p) for (y, p), _ in window), maxlen=size)
-    rolled, append_window, append_kept = obj.add, window.append, kept.append
+    rolled, append_window, append_kept = obj.count, window.append, kept.append
 
     def score_rolling(y_true, y_pred) -> None:
         above, positive = split(y_true, y_pred)

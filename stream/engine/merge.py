@@ -64,13 +64,14 @@ class Item(NamedTuple):
 
 
 class _Partition:
-    __slots__ = ("key", "rank", "number", "buffer", "caught_up", "waited", "leads")
+    __slots__ = ("key", "rank", "number", "order", "buffer", "caught_up", "waited", "leads")
 
     def __init__(self, key: Hashable, rank: int, number: int, leads: bool = False):
         self.key = key
         self.leads = leads
         self.rank = rank
         self.number = number
+        self.order = (rank, number)  # rule 3's tie-break after the event time
         self.buffer: deque[Item] = deque()
         self.caught_up = False
         self.waited = 0.0
@@ -112,6 +113,7 @@ class EventTimeMerge:
         self.wait_expirations = 0
         self.leading_ts: float | None = None  # the latest event time released from the leading topic
         self._partitions: dict[Hashable, _Partition] = {}
+        self._parts: list[_Partition] = []  # the same, in registration order
         self._leaders: list[_Partition] = []
         self._holding = False  # rule 6 held a record back in the last pop_ready
         self._hold_waited = 0.0  # input waiting time spent holding since the last leading record
@@ -123,6 +125,7 @@ class EventTimeMerge:
             topic, number = key
             part = _Partition(key, self.ranks[topic], number, leads=topic == self.leading)
             self._partitions[key] = part
+            self._parts.append(part)
             if part.leads:
                 self._leaders.append(part)
 
@@ -158,18 +161,31 @@ class EventTimeMerge:
     def _may_still_come(self, ts: float) -> bool:
         """Rules 6 and 7: a leading record of event time before ``ts`` may still arrive."""
         if self.hold_unseen:
-            return any(p.caught_up and not p.buffer for p in self._leaders)
-        return (self.leading_ts is None or ts > self.leading_ts) and all(
-            p.caught_up and not p.buffer for p in self._leaders
-        )
+            for p in self._leaders:
+                if p.caught_up and not p.buffer:
+                    return True
+            return False
+        if self.leading_ts is not None and ts <= self.leading_ts:
+            return False
+        for p in self._leaders:
+            if not p.caught_up or p.buffer:
+                return False
+        return True
 
     def pop_ready(self, waited_s: float) -> Iterator[Item]:
         """Yield every record that can be released now, in merge order.
 
         ``waited_s`` is the time the caller just spent waiting for input (e.g. inside the fetch);
         it counts towards ``max_wait_s`` for every partition that is behind.
+
+        Records are popped one at a time as they are yielded: a caller that stops iterating
+        leaves the rest buffered, in order, for the next call. Between two records only the
+        partition just released from changes, so rule 2 looks at the other heads once, at the
+        start, and afterwards at that partition's new head only; the order is rule 3's key
+        ``(ts, rank, partition, offset)``, compared as ``ts`` then ``(rank, partition)`` (two
+        heads of different partitions never tie on both).
         """
-        parts = list(self._partitions.values())
+        parts = self._parts
         for part in parts:
             if part.buffer or part.caught_up:
                 part.waited = 0.0
@@ -179,37 +195,39 @@ class EventTimeMerge:
             self._hold_waited += waited_s
             self._holding = False
         leaders = self._leaders
+        max_wait_s = self.max_wait_s
         counted = False
+        for part in parts:  # rule 2: invalid heads go at once
+            buffer = part.buffer
+            while buffer and buffer[0].ts is None:
+                yield buffer.popleft()
         while True:
-            for part in parts:  # rule 2: invalid heads go at once
-                buffer = part.buffer
-                while buffer and buffer[0].ts is None:
-                    yield buffer.popleft()
             best: _Partition | None = None
-            best_key: tuple | None = None
+            best_ts = 0.0
             expired = False
             for part in parts:
-                if not part.buffer:
+                buffer = part.buffer
+                if not buffer:
                     if part.caught_up:
                         continue
-                    if part.waited < self.max_wait_s:
+                    if part.waited < max_wait_s:
                         return  # rule 4: a lagging partition could still sort first
                     expired = True  # rule 5: waited long enough
                     continue
-                head = part.buffer[0]
-                key = (head.ts, part.rank, part.number, head.offset)
-                if best_key is None or key < best_key:
-                    best, best_key = part, key
+                ts = buffer[0].ts
+                assert ts is not None, "rule 2 released the invalid heads"
+                if best is None or ts < best_ts or (ts == best_ts and part.order < best.order):
+                    best, best_ts = part, ts
             if best is None:
                 return
-            assert best_key is not None, "set together with best"
+            buffer = best.buffer
             if (
                 leaders
                 and not best.leads
-                and self._may_still_come(best_key[0])
-                and (self.seen is None or not self.seen(best.buffer[0]))
+                and self._may_still_come(best_ts)
+                and (self.seen is None or not self.seen(buffer[0]))
             ):  # rules 6 and 7: its event may not be on the broker yet
-                if self._hold_waited < self.max_wait_s:
+                if self._hold_waited < max_wait_s:
                     self._holding = True
                     return
                 if not self._hold_counted:
@@ -218,8 +236,9 @@ class EventTimeMerge:
             if expired and not counted:
                 self.wait_expirations += 1
                 counted = True
-            item = best.buffer.popleft()
-            assert item.ts is not None, "rule 2 released the invalid heads"
-            if best.leads and (self.leading_ts is None or item.ts > self.leading_ts):
-                self.leading_ts = item.ts
+            item = buffer.popleft()
+            if best.leads and (self.leading_ts is None or best_ts > self.leading_ts):
+                self.leading_ts = best_ts
             yield item
+            while buffer and buffer[0].ts is None:  # rule 2 for the one head that changed
+                yield buffer.popleft()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import pickle
 import random
 
@@ -81,3 +82,32 @@ def test_prequential_from_names_uses_them():
     evaluation = Prequential.from_names(["accuracy", "rocauc", "logloss"], "binary", window=10)
     assert type(evaluation.metrics["accuracy"]) is exact_metrics.Accuracy
     assert type(evaluation.metrics["rocauc"]) is exact_metrics.ROCAUC
+
+
+@pytest.mark.parametrize("weights", [[1.0], [1.0, 0.3, 2.0]], ids=["unit", "unit-then-fractional"])
+def test_rocauc_deferred_unit_weights_match_river_when_read_seldom(weights):
+    """ROCAUC.count keeps unit weights per bucket until something reads the sums: reading them
+    every 1,000 updates, pickling in between and switching to other weights mid-stream must give
+    River's values, and a pickle must hold exactly the sums a plain one-at-a-time update keeps."""
+    rng = random.Random(23)
+    ours, river_metric, plain = exact_metrics.ROCAUC(), metrics.ROCAUC(), exact_metrics.ROCAUC()
+    seen: list = []
+    for n, (y, p) in enumerate(random_stream(rng, 6000, binary=True), start=1):
+        w = weights[min(len(weights) - 1, n // 4000)]
+        for metric in (ours, river_metric):
+            metric.update(y, p, w)
+        plain.add(bisect.bisect_left(plain.thresholds, p.get(True, 0.0) if isinstance(p, dict) else p), y is True, w)
+        seen.append((y, p, w))
+        if len(seen) > 100 and rng.random() < 0.5:
+            y0, p0, w0 = seen.pop(0)
+            for metric in (ours, river_metric):
+                metric.revert(y0, p0, w0)
+            plain.add(bisect.bisect_left(plain.thresholds, p0.get(True, 0.0) if isinstance(p0, dict) else p0),
+                      y0 is True, -w0)
+        if n % 1000 == 0:
+            assert ours.get() == river_metric.get()
+        if n % 1500 == 0:
+            assert pickle.dumps(ours) == pickle.dumps(plain)
+            ours = pickle.loads(pickle.dumps(ours))
+    assert ours.get() == river_metric.get()
+    assert sorted(vars(pickle.loads(pickle.dumps(ours)))) == sorted(vars(plain))

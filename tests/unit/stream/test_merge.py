@@ -219,3 +219,126 @@ def test_stopping_mid_release_and_resuming_gives_the_same_order():
                 break
             sliced.append(item.payload)
     assert sliced == whole and len(whole) == 1000
+
+
+# -- the released order equals the rules written out plainly --------------------------------
+
+
+class ReferenceMerge(EventTimeMerge):
+    """The rules of :mod:`stream.engine.merge` written out the plain way: every step looks at
+    every partition's head and compares full ``(ts, rank, partition, offset)`` keys. The merge's
+    own :meth:`~EventTimeMerge.pop_ready` skips work this does; both must release the same
+    records in the same order and leave the same state behind."""
+
+    def pop_ready(self, waited_s):
+        parts = list(self._partitions.values())
+        for part in parts:
+            if part.buffer or part.caught_up:
+                part.waited = 0.0
+            else:
+                part.waited += waited_s
+        if self._holding:
+            self._hold_waited += waited_s
+            self._holding = False
+        counted = False
+        while True:
+            for part in parts:
+                while part.buffer and part.buffer[0].ts is None:
+                    yield part.buffer.popleft()
+            best, best_key, expired = None, None, False
+            for part in parts:
+                if not part.buffer:
+                    if part.caught_up:
+                        continue
+                    if part.waited < self.max_wait_s:
+                        return
+                    expired = True
+                    continue
+                head = part.buffer[0]
+                key = (head.ts, part.rank, part.number, head.offset)
+                if best_key is None or key < best_key:
+                    best, best_key = part, key
+            if best is None:
+                return
+            if (
+                self._leaders
+                and not best.leads
+                and (
+                    any(p.caught_up and not p.buffer for p in self._leaders)
+                    if self.hold_unseen
+                    else (self.leading_ts is None or best_key[0] > self.leading_ts)
+                    and all(p.caught_up and not p.buffer for p in self._leaders)
+                )
+                and (self.seen is None or not self.seen(best.buffer[0]))
+            ):
+                if self._hold_waited < self.max_wait_s:
+                    self._holding = True
+                    return
+                if not self._hold_counted:
+                    self.wait_expirations += 1
+                    self._hold_counted = True
+            if expired and not counted:
+                self.wait_expirations += 1
+                counted = True
+            item = best.buffer.popleft()
+            if best.leads and (self.leading_ts is None or item.ts > self.leading_ts):
+                self.leading_ts = item.ts
+            yield item
+
+
+def _random_session(seed: int):
+    """A random schedule of adds, caught-up flags, waits and abandoned releases."""
+    rng = random.Random(seed)
+    keys = [("events", p) for p in range(rng.randint(1, 3))] + [("labels", p) for p in range(rng.randint(1, 3))]
+    offsets = dict.fromkeys(keys, 0)
+    steps = []
+    for _ in range(60):
+        action = rng.random()
+        key = rng.choice(keys)
+        if action < 0.5:
+            items = []
+            for _ in range(rng.randint(0, 12)):
+                ts = None if rng.random() < 0.1 else float(rng.randint(0, 40)) + rng.choice((0.0, 0.5, -0.0))
+                items.append(Item(ts, offsets[key], f"{key[0]}{key[1]}@{offsets[key]}"))
+                offsets[key] += 1
+            if items and all(i.ts is not None for i in items):
+                items.sort(key=lambda i: i.ts)  # a producer's partition is mostly in event-time order
+                items = [Item(i.ts, o, f"{key[0]}{key[1]}@{o}") for i, o in zip(items, range(items[0].offset, 10**9))]
+            steps.append(("add", key, items, rng.random() < 0.6))
+        elif action < 0.6:
+            steps.append(("caught_up", key, None, rng.random() < 0.7))
+        else:
+            steps.append(("pop", None, rng.choice((0.0, 0.0, 0.3, 2.0)), rng.choice((None, 1, 3, 10))))
+    return steps
+
+
+def _play(merge_class, steps, hold_unseen, use_seen):
+    seen_ids: set = set()
+    seen = (lambda item: item.payload.replace("labels", "events") in seen_ids) if use_seen else None
+    merge = merge_class(RANKS, max_wait_s=1.0, leading="events", seen=seen, hold_unseen=hold_unseen)
+    released = []
+    for kind, key, a, b in steps:
+        if kind == "add":
+            merge.add(key, a, caught_up=b)
+        elif kind == "caught_up":
+            merge.set_caught_up(key, b)
+        else:
+            for n, item in enumerate(merge.pop_ready(a)):
+                released.append(item.payload)
+                if item.payload.startswith("events"):
+                    seen_ids.add(item.payload)
+                if b is not None and n + 1 >= b:
+                    break  # the processor's time slice ended: the rest stays buffered
+    for _ in range(3):
+        released += [item.payload for item in merge.pop_ready(5.0)]
+    state = (merge.wait_expirations, merge.leading_ts, merge.buffered(), merge._holding, merge._hold_waited)
+    return released, state
+
+
+def test_pop_ready_releases_what_the_plain_rules_release():
+    for seed in range(400):
+        steps = _random_session(seed)
+        for hold_unseen in (False, True):
+            for use_seen in (False, True):
+                expected = _play(ReferenceMerge, steps, hold_unseen, use_seen)
+                assert _play(EventTimeMerge, steps, hold_unseen, use_seen) == expected, (seed, hold_unseen, use_seen)
