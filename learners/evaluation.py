@@ -347,27 +347,41 @@ def _rocauc_scorer(metric: exact_metrics.ROCAUC, rolling: utils.Rolling | None):
 
 
 def _mean_scorer(metric, rolling: utils.Rolling | None):
-    """A River ``MeanMetric`` (log loss, MAE, ...): the per-label quantity is ``metric._eval``."""
-    evaluate, update = metric._eval, metric._mean.update
+    """A River ``MeanMetric`` (log loss, MAE, ...): the per-label quantity is ``metric._eval``.
+
+    ``stats.Mean.update`` and ``revert`` with ``w=1`` are written out inline (the same operations
+    in the same order, so the same floats; :func:`_kind` picks this scorer only for a plain
+    ``stats.Mean``): three method calls fewer per label.
+    """
+    evaluate, mean = metric._eval, metric._mean
     if rolling is None:
 
         def score(y_true, y_pred) -> None:
-            update(evaluate(y_true, y_pred), 1.0)
+            x = evaluate(y_true, y_pred)
+            mean.n += 1.0  # Mean.update(x, 1.0)
+            mean._mean += (1.0 / mean.n) * (x - mean._mean)
 
         return score
     window = rolling.window
     size = window.maxlen
     kept = collections.deque((evaluate(y, p) for (y, p), _ in window), maxlen=size)
-    mean = rolling.obj._mean
-    rolled_update, rolled_revert = mean.update, mean.revert
+    rolled = rolling.obj._mean
     append_window, append_kept = window.append, kept.append
 
     def score_rolling(y_true, y_pred) -> None:
         x = evaluate(y_true, y_pred)
-        update(x, 1.0)
-        if len(window) == size:
-            rolled_revert(kept[0], 1.0)
-        rolled_update(x, 1.0)
+        mean.n += 1.0  # Mean.update(x, 1.0)
+        mean._mean += (1.0 / mean.n) * (x - mean._mean)
+        if len(window) == size:  # Mean.revert(kept[0], 1.0)
+            rolled.n -= 1.0
+            if rolled.n < 0:
+                raise ValueError("Cannot go below 0")
+            elif rolled.n == 0:
+                rolled._mean = 0.0
+            else:
+                rolled._mean -= (1.0 / rolled.n) * (kept[0] - rolled._mean)
+        rolled.n += 1.0  # Mean.update(x, 1.0)
+        rolled._mean += (1.0 / rolled.n) * (x - rolled._mean)
         append_window(((y_true, y_pred), {}))
         append_kept(x)
 
