@@ -40,16 +40,8 @@ from prometheus_client import CollectorRegistry
 from bench.workload import Workload, bare_river_rate
 from stream.config import load_config
 from stream.devtools.replay import encoder
-from stream.engine.checkpointer import Checkpointer, restore_state
-from stream.engine.decoding import FeaturePipeline, RecordDecoder
-from stream.engine.handlers import RecordHandlers, Topics
-from stream.engine.loop import ProcessingLoop
-from stream.engine.merge import EventTimeMerge
-from stream.engine.metrics import ServiceMetrics
-from stream.engine.codecs import OutputCodec
-from stream.engine.output import BatchedOutput
-from stream.engine.model_config import build_sampler, model_spec
-from stream.engine.processor import EVENT_RANK, LABEL_RANK
+from stream.engine.checkpointer import restore_state
+from stream.engine.processor import Processor
 from stream.engine.runtime import tune_gc
 from stream.engine.telemetry import Telemetry
 from state.store import StateStore
@@ -57,7 +49,7 @@ from state.store import StateStore
 #: What the loop reads of a fetched record (aiokafka's ConsumerRecord has these and more).
 MemoryRecord = namedtuple("MemoryRecord", "topic partition offset timestamp key value")
 
-EVENTS, LABELS, PREDICTIONS, DEADLETTER, REQUESTS = "events", "labels", "predictions", "deadletter", "label-requests"
+EVENTS, LABELS, PREDICTIONS, DEADLETTER = "events", "labels", "predictions", "deadletter"
 
 
 class MemoryKafka:
@@ -73,6 +65,10 @@ class MemoryKafka:
         self.chunk = chunk
         self.position = dict.fromkeys(self.inputs, 0)
         self.paused: set = set()
+        self.producer = MemoryProducer()
+
+    async def assign(self, partitions, offsets) -> None:
+        pass  # a fresh state dir: every partition from offset 0
 
     async def fetch(self, timeout_ms: int, max_records: int) -> dict:
         if all(self.position[tp] >= len(self.records[tp]) for tp in self.inputs):
@@ -145,62 +141,48 @@ def run_once(preset: str, records: dict, state_dir: Path, *, lean: bool, chunk: 
     if lean:
         sections["model"]["metrics"] = ["accuracy"]
         sections["drift"] = {"detector": "none", "input_detector": "none"}
+    sections["state"]["checkpoint_interval_s"] = 1e9  # checkpoints come by record count (see _run)
     cfg = load_config(None, env={}).replace(**sections)
     total = sum(len(r) for r in records.values())
     return asyncio.run(_run(cfg, records, total, chunk, checkpoint_every))
 
 
 async def _run(cfg, records: dict, total: int, chunk: int, checkpoint_every: int) -> dict:
-    store = StateStore(cfg.state.dir, keep=cfg.state.keep)
+    """The processor's own wiring (:meth:`Processor._consume`: output, handlers, merge, checkpointer,
+    loop) over :class:`MemoryKafka`, after the state restore :meth:`Processor.run` does first."""
+    processor = Processor(cfg, registry=CollectorRegistry(), serve_metrics=False, serve_http=False)
+    processor.store = store = StateStore(cfg.state.dir, keep=cfg.state.keep)
+    kafka = MemoryKafka({tp: list(rs) for tp, rs in records.items()}, chunk)
+    partitions = {topic: [0] for topic in processor.topic_names()}
     try:
-        restored = restore_state(store, cfg, build_sampler(cfg))
-        state = restored.state
+        restored = restore_state(store, cfg, processor.sampler)
+        processor.state = state = restored.state
         tune_gc()
-        telemetry = Telemetry(ServiceMetrics(CollectorRegistry()), state)
-        kafka = MemoryKafka({tp: list(rs) for tp, rs in records.items()}, chunk)
-        producer = MemoryProducer()
-        output = BatchedOutput(producer, {PREDICTIONS: 1, DEADLETTER: 1, REQUESTS: 1})  # type: ignore[arg-type]
-        topics = Topics(EVENTS, LABELS, PREDICTIONS, DEADLETTER, REQUESTS)
-        handlers = RecordHandlers(state, store.pending, store.learned, output, OutputCodec(cfg.codec.output), topics,
-                                  ttl_s=cfg.labels.ttl_s, observer=telemetry)
-        merge = EventTimeMerge({LABELS: LABEL_RANK, EVENTS: EVENT_RANK}, max_wait_s=cfg.processor.max_wait_ms / 1000,
-                               leading=EVENTS, seen=handlers.event_seen)
-        for tp in kafka.inputs:
-            merge.register((tp.topic, tp.partition))
-        checkpointer = Checkpointer(store, state, model_spec(cfg), output, kafka.commit, telemetry)
-        decoder = RecordDecoder.from_config(cfg, FeaturePipeline.from_config(cfg), EVENTS)
-        loop = ProcessingLoop(
-            kafka, decoder, merge, handlers, output, checkpointer, telemetry,  # type: ignore[arg-type]
-            poll_timeout_ms=1, max_batch=cfg.processor.max_batch, checkpoint_interval_s=1e9,
-            max_buffered_records=cfg.processor.max_buffered_records,
-        )
-        stop = asyncio.Event()
-        next_checkpoint = [checkpoint_every]
+        telemetry = Telemetry(processor.metrics, state)
 
         async def watch() -> None:  # checkpoints by record count (deterministic), stop at the end
-            while loop.processed < total:
-                if loop.processed >= next_checkpoint[0]:
-                    next_checkpoint[0] += checkpoint_every
-                    await checkpointer.checkpoint(wait=True)
+            next_checkpoint = checkpoint_every
+            while processor.loop is None or processor.loop.processed < total:
+                if processor.loop is not None and processor.loop.processed >= next_checkpoint:
+                    next_checkpoint += checkpoint_every
+                    await processor.checkpoint()
                 await asyncio.sleep(0)
-            stop.set()
+            processor.stop()
 
         started, cpu = time.perf_counter(), time.process_time()
         watcher = asyncio.ensure_future(watch())
-        await loop.run(stop)
-        await watcher
-        await checkpointer.checkpoint(wait=True)
+        await processor._consume(kafka, partitions, telemetry, restored.checkpoint, restored.changed)  # type: ignore[arg-type]
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
-        await checkpointer.settle()
-        await output.close()
+        await watcher
         counts = dict(state.counts)
         accuracy = state.models.serving_model.evaluation.values()["accuracy"]
-        checkpoints = checkpointer.written
+        assert processor.checkpointer is not None, "_consume built it"
+        checkpoints = processor.checkpointer.written
     finally:
         store.close()
     assert counts["predictions"] == counts["joined"] == total // 2, counts
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "events": counts["events"], "joined": counts["joined"],
-            "published": producer.records, "checkpoints": checkpoints, "accuracy": accuracy}
+            "published": kafka.producer.records, "checkpoints": checkpoints, "accuracy": accuracy}
 
 
 def main(argv=None) -> int:

@@ -113,7 +113,6 @@ class EventTimeMerge:
         self.wait_expirations = 0
         self.leading_ts: float | None = None  # the latest event time released from the leading topic
         self._partitions: dict[Hashable, _Partition] = {}
-        self._parts: list[_Partition] = []  # the same, in registration order
         self._leaders: list[_Partition] = []
         self._holding = False  # rule 6 held a record back in the last pop_ready
         self._hold_waited = 0.0  # input waiting time spent holding since the last leading record
@@ -125,7 +124,6 @@ class EventTimeMerge:
             topic, number = key
             part = _Partition(key, self.ranks[topic], number, leads=topic == self.leading)
             self._partitions[key] = part
-            self._parts.append(part)
             if part.leads:
                 self._leaders.append(part)
 
@@ -185,7 +183,7 @@ class EventTimeMerge:
         ``(ts, rank, partition, offset)``, compared as ``ts`` then ``(rank, partition)`` (two
         heads of different partitions never tie on both).
         """
-        parts = self._parts
+        parts = self._partitions.values()  # nothing registers partitions while records are released
         for part in parts:
             if part.buffer or part.caught_up:
                 part.waited = 0.0
