@@ -20,7 +20,7 @@ def test_every_row_runs_and_reports_sane_fields(broker_bootstrap, tmp_path, caps
     out = tmp_path / "bench.json"
     assert suite.main([
         "--bootstrap", broker_bootstrap, "--events", "300", "--models", "logreg",
-        "--loads", "0.5", "--latency-seconds", "1", "--out", str(out),
+        "--loads", "0.5", "--latency-seconds", "1", "--latency-warmup-seconds", "1", "--out", str(out),
     ]) == 0
     results = json.loads(out.read_text())
     entry = results["models"]["logreg"]
@@ -38,8 +38,12 @@ def test_every_row_runs_and_reports_sane_fields(broker_bootstrap, tmp_path, caps
     riverbed = entry["rows"]["riverbed"]
     assert riverbed["checkpoints"] >= 1 and 0 < riverbed["checkpoint_duty"] < 1
     assert "errors" not in entry, entry.get("errors")
-    (latency,) = entry["latency"]
+    (latency,) = entry["latency"]  # the warm-up run before it is not recorded
     assert latency["load"] == 0.5 and latency["latency"]["n"] > 0
+    assert latency["load_generator"] == "librdkafka"  # plaintext broker: the C client, not aiokafka
+    base = entry["latency_base"]  # loads are fractions of riverbed's rate on the latency runs' core
+    assert base["rate"] > 0 and base["unpinned_rate"] == riverbed["rate"]
+    assert latency["target_rate"] == pytest.approx(0.5 * base["rate"])
     assert 0 <= latency["latency"]["p50"] <= latency["latency"]["p99"] < 60
     assert latency["freshness"]["n"] > 0
     cores = latency["cpu_cores"]
