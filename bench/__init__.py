@@ -12,8 +12,9 @@ directory, and stopped at the end) and one workload, it measures per model:
   (runs of >= 10,000 events);
 - **naive**: a newcomer's kafka-python loop (poll, predict, send per message);
 
-then, for riverbed only, latency at 50% and 80% of its sustained rate with a rate-limited
-producer, label freshness, checkpoint duty cycle, and recovery time after ``kill -9``.
+then, for riverbed only, latency at 10%, 50% and 80% of its sustained rate on the core the
+latency runs pin it to, with a rate-limited librdkafka producer (after one unrecorded warm-up
+run for the broker), label freshness, checkpoint duty cycle, and recovery time after ``kill -9``.
 
 - ``--rows guarantees``: throughput and latency with ``[output] guarantee`` exactly_once and
   at_least_once on the same workload, and their ratio;
