@@ -72,8 +72,8 @@ TS_SIZE: Final = 8
 
 YIELD_MASK = 255
 """:meth:`FrozenOverlay.stage_into` runs in the checkpoint's thread; every 256 entries it sleeps
-for 0 s, which releases the GIL, so the processing loop waits at most that long (about 0.5 ms)
-for it instead of Python's 5 ms switch interval."""
+for 0 s, which releases the GIL, so the processing loop waits at most that long (0.5-1 ms) for
+it instead of Python's 5 ms switch interval."""
 
 
 @dataclass(frozen=True)
