@@ -72,7 +72,10 @@ def test_soak_row_samples_memory_pending_state_and_gc(broker_bootstrap, tmp_path
     assert soak["events"] == 1200 and soak["rss_mark_events"] == 600  # short runs: the mark is half way
     assert soak["rss_at_mark_bytes"] > 10 * 2**20 and soak["rss_at_end_bytes"] > 10 * 2**20
     assert soak["rss_growth"] == pytest.approx(soak["rss_at_end_bytes"] / soak["rss_at_mark_bytes"] - 1)
-    assert 0 < soak["pending_max"] <= 101  # labels follow their events 100 events later
+    # labels follow their events 100 events later; the load generator's client sends the two topics
+    # in separate requests, so an event may reach the broker (and be predicted) a moment before the
+    # label produced just ahead of it: a few more pending entries, never a growing number
+    assert 0 < soak["pending_max"] <= 110
     assert soak["learned_ids_end"] == 1200 and soak["state_dir_end_bytes"] > 0
     samples = soak["samples"]
     assert len(samples) >= 3
