@@ -57,7 +57,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -67,6 +66,18 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+from bench.processes import (
+    ROOT,
+    child_env,
+    load_sections,
+    pin_broker,
+    pinned,
+    pinning,
+    process_cpu_seconds,
+    riverbed_sections,
+    topic_names,
+)
 
 PARTITIONS = 6
 """Partitions of the events topic (and labels, served, predictions) of every scale row."""
@@ -174,16 +185,8 @@ def produce(spec: dict) -> dict:
 # -- processes ---------------------------------------------------------------------------------
 
 
-def pinning(cores: int | None = None) -> dict:
-    """Which cores each process gets: ``{"trainer": [0], "scorers": [1, ...]}``, or {} when not pinned."""
-    cores = os.cpu_count() if cores is None else cores
-    if not cores or cores < 2 or shutil.which("taskset") is None:
-        return {}
-    return {"trainer": [0], "producer": [0], "broker": [0], "scorers": list(range(1, cores))}
 
 
-def pinned(command: list[str], cores: list[int] | None) -> list[str]:
-    return ["taskset", "-c", ",".join(map(str, cores)), *command] if cores else command
 
 
 def _free_port() -> int:
@@ -219,9 +222,7 @@ class _Child:
         return None
 
     def cpu_seconds(self) -> float | None:
-        from bench.suite import _process_cpu_seconds
-
-        return _process_cpu_seconds(self.proc.pid)
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
@@ -374,7 +375,6 @@ def measure_scale(ctx: dict, preset: str, scorers: int, n: int, rate: float = DE
     """One trainer and ``scorers`` scorers on a :data:`PARTITIONS`-partition topic (see the module docstring)."""
     from kafka.admin import NewTopic
 
-    from bench.suite import ROOT, _env, _process_cpu_seconds, load_sections, riverbed_sections, topic_names
     from bench.workload import Workload
     from bench.worker import percentiles
     from stream.config import to_toml
@@ -404,7 +404,7 @@ def measure_scale(ctx: dict, preset: str, scorers: int, n: int, rate: float = DE
     def command(config_file: Path, role: str) -> list[str]:
         return [sys.executable, "-m", "stream", "--config", str(config_file), "run", "--role", role]
 
-    env = _env()
+    env = child_env()
     scorer_cores = cores.get("scorers") or []
     broker_pid = ctx.get("broker_pid")
     children: list[_Child] = []
@@ -423,7 +423,7 @@ def measure_scale(ctx: dict, preset: str, scorers: int, n: int, rate: float = DE
 
         def cpu() -> dict:
             return {"trainer": trainer.cpu_seconds(), "scorers": [s.cpu_seconds() for s in group],
-                    "broker": _process_cpu_seconds(broker_pid)}
+                    "broker": process_cpu_seconds(broker_pid)}
 
         consumer = _consumer(bootstrap)
         try:
@@ -529,21 +529,8 @@ def describe_pinning(cores: dict, scorers: int, own_broker: bool) -> str:
             f"core {','.join(map(str, scorer_cores))}: {scorers} scorer{'s' if scorers > 1 else ''}")
 
 
-def unpin_broker(pid: int | None) -> None:
-    """Give every thread of the bench's own broker all cores again (after a pinned measurement)."""
-    cores = os.cpu_count() or 1
-    if pid is not None and shutil.which("taskset") is not None:
-        subprocess.run(["taskset", "-a", "-p", "-c", f"0-{cores - 1}", str(pid)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def pin_broker(pid: int | None, cores: dict) -> bool:
-    """Pin every thread of the bench's own broker to the trainer's cores; True when it did."""
-    if pid is None or not cores:
-        return False
-    result = subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, cores["broker"])), str(pid)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return result.returncode == 0
 
 
 def measure(ctx: dict, preset: str, scorer_counts: list[int], n: int, rate: float, say,

@@ -63,11 +63,11 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench.scale import pinned, pin_broker, pinning, unpin_broker
+from bench.processes import ROOT, load_sections, pin_broker, pinned, pinning, process_cpu_seconds, riverbed_sections, topic_names, unpin_broker
+from bench.processes import child_env as _env
 from bench.scale import markdown as scale_markdown
 from bench.worker import percentiles
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
 PEER_ROWS = ("faust", "bytewax", "quix", "quix_eos")
 #: A peer row's accuracy must be within this of the bare loop's prequential accuracy, on runs of at
@@ -156,13 +156,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 # -- processes ---------------------------------------------------------------------------------
 
 
-def _env() -> dict:
-    """The children's environment: no ``RIVERBED_*`` settings (the specs say everything), but the SASL password."""
-    from stream.config import SASL_PASSWORD_ENV
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_") or k == SASL_PASSWORD_ENV}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def run_row(spec: dict, workdir: Path, timeout: float = 900, cores: list[int] | None = None) -> dict:
@@ -203,8 +196,6 @@ class _StderrWatcher:
 # -- configuration -----------------------------------------------------------------------------
 
 
-def topic_names(prefix: str) -> dict:
-    return {name: f"{prefix}-{name}" for name in ("events", "labels", "predictions", "deadletter")}
 
 
 def security_keys(config_path: str | None) -> dict:
@@ -227,27 +218,8 @@ def is_secured(security: dict) -> bool:
     return security.get("security_protocol", "PLAINTEXT") != "PLAINTEXT"
 
 
-def riverbed_sections(ctx: dict, topics: dict, state_dir: Path, preset: str, **extra) -> dict:
-    """A riverbed config for ``ctx``'s Kafka (bootstrap and security keys) with ``extra`` sections merged in."""
-    sections = {
-        "kafka": {"bootstrap_servers": str(ctx["bootstrap"]), "group_id": f"riverbed-{uuid.uuid4().hex[:6]}",
-                  **ctx["security"]},
-        "topics": topics,
-        "state": {"dir": str(state_dir)},
-        "model": {"preset": preset, "task": "binary"},
-        "metrics": {"enabled": False},
-        "http": {"enabled": False},
-        "log": {"level": "WARNING"},
-    }
-    for section, values in extra.items():
-        sections[section] = {**sections.get(section, {}), **values}
-    return sections
 
 
-def load_sections(sections: dict):
-    from stream.config import load_config
-
-    return load_config(None, env={}).replace(**sections)
 
 
 # -- Kafka helpers -----------------------------------------------------------------------------
@@ -376,12 +348,12 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float, seconds: f
         if not watcher.seen.wait(120):
             proc.kill()
             raise RuntimeError("the live processor did not start")
-        broker_cpu = _process_cpu_seconds(ctx.get("broker_pid"))
+        broker_cpu = process_cpu_seconds(ctx.get("broker_pid"))
         producer = run_row({"kind": "producer", "bootstrap": str(bootstrap), "kafka": ctx["security"],
                             "topics": topics, "rate": target_rate, "n": n, "dataset": ctx["dataset"],
                             "label_delay": 100}, workdir, cores=cores.get("producer"))
         if broker_cpu is not None:
-            broker_cpu = _process_cpu_seconds(ctx.get("broker_pid")) - broker_cpu
+            broker_cpu = process_cpu_seconds(ctx.get("broker_pid")) - broker_cpu
         try:
             proc.wait(timeout=300)
         except subprocess.TimeoutExpired:
@@ -539,15 +511,6 @@ def report_soak(preset: str, soak: dict) -> None:
         f"{soak['state_dir_end_bytes'] / mib:.1f} MB; GC p99 {soak['gc_pauses'].get('p99', 0) * 1e3:.2f} ms")
 
 
-def _process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (all threads), from /proc; None if unknown."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def measure_recovery(ctx: dict, preset: str, topics: dict, rate: float) -> dict:

@@ -138,270 +138,46 @@ read-only filesystem                        ``read_only=True`` works; a writer g
 An open that fails changes no data file (RocksDB may have written its own LOG); the message
 names the damaged file and says to move the directory aside (the file copies in
 ``checkpoints/`` stay with it, for inspection).
+
+Parts
+=====
+
+:class:`StateStore` (this module) owns the lifecycle and the commit protocol;
+:mod:`state.opening` refuses what is not a state dir and opens RocksDB;
+:mod:`state.checkpoint_reader` lists checkpoints and reads the intact copy;
+:mod:`state.commit` writes one checkpoint's batch (:class:`~state.commit.PendingCommit`);
+:mod:`state.database` holds the keys; :mod:`state.pending` the pending labels and learned ids.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
-import errno
-import json
 import logging
 import os
-import shutil
-import tempfile
 import pathlib
-import re
-import struct
-import threading
-import time
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Iterator
+from typing import Any, Iterator
 
 import msgpack
 import rocksdict
 
-from state.checkpoint_files import FOLDER as CHECKPOINT_FOLDER
+from state import opening
 from state.checkpoint_files import CheckpointFiles
-from state.errors import (
-    CheckpointUnreadable,
-    CorruptStateError,
-    DiskFullError,
-    IncompatibleStateError,
-    MissingStateError,
-    StateError,
-    StateLockedError,
-)
+from state.checkpoint_reader import Checkpoint, CheckpointReader
+from state.commit import CommitState, PendingCommit
+from state.database import one_line
+from state.errors import StateError
 from state.pending import (
     LEARNED_LAYOUT,
     PENDING_LAYOUT,
-    FrozenOverlay,
     LearnedIds,
     PendingLabels,
     RocksExpiringStore,
 )
 
-FORMAT_KEY: Final = b"meta/format"
-FORMAT_VALUE: Final = b"riverbed-state 1"
-CHECKPOINT_PREFIX: Final = b"ckpt/"
-MODEL_PREFIX: Final = b"model/"
-LAST_SEQ_KEY: Final = b"meta/last_seq"
+__all__ = ["Checkpoint", "CommitState", "PendingCommit", "StateStore"]
 
 log = logging.getLogger(__name__)
-
-_SEQ = struct.Struct(">Q")
-_READ_ONLY_OPEN_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """One stored checkpoint.
-
-    Attributes
-    ----------
-    seq
-        1, 2, 3, ... increasing by one per commit.
-    meta
-        The caller's dict, with ``"seq"`` added. msgpack round trip: tuples come back as lists.
-    model_blob
-        The sealed model bytes exactly as committed.
-    size_bytes
-        ``len(model_blob)`` plus the size of the encoded meta.
-    copy
-        Which copy it was read from: ``"rocksdb"``, or ``"file"``
-        (``checkpoints/ckpt-<seq>.sealed``).
-    damage
-        Why the other copy was not used, when it was refused (empty when all is well): log it.
-    """
-
-    seq: int
-    meta: dict[Any, Any]
-    model_blob: bytes
-    size_bytes: int
-    copy: str = "rocksdb"
-    damage: tuple[str, ...] = ()
-
-
-class CommitState(enum.Enum):
-    """Where a :class:`PendingCommit` is in the two-phase commit.
-
-    ``BEGUN`` -> ``WRITING`` -> ``WRITTEN`` | ``FAILED`` (a failed write may be retried); then
-    ``ENDED`` (``end_commit``), ``ABORTED`` (``abort_commit``), or, when the store was closed
-    first, ``CLOSED`` (it was written) or ``DISCARDED`` (it was not).
-    """
-
-    BEGUN = "begun"
-    WRITING = "writing"
-    WRITTEN = "written"
-    FAILED = "failed"
-    ENDED = "ended"
-    ABORTED = "aborted"
-    CLOSED = "closed"
-    DISCARDED = "discarded"
-
-
-class PendingCommit:
-    """A checkpoint between :meth:`StateStore.begin_commit` and ``end_commit``/``abort_commit``.
-
-    Holds everything its batch needs: the encoded meta, the model bytes, the checkpoints to
-    prune and the frozen pending/learned layers, which nobody changes while it is in flight.
-    Do not construct this yourself.
-
-    Attributes
-    ----------
-    seq : int
-        The sequence number the checkpoint gets once written.
-    """
-
-    def __init__(
-        self,
-        *,
-        path: pathlib.Path,
-        db: rocksdict.Rdict,
-        seq: int,
-        meta: dict[Any, Any],
-        encoded_meta: bytes,
-        model_blob: bytes,
-        kept: list[int],
-        pruned: list[int],
-        layers: tuple[FrozenOverlay, ...],
-        files: CheckpointFiles,
-        previous: int | None,
-        note_failure: Any,
-    ) -> None:
-        self.seq = seq
-        self._files = files
-        self._previous = previous
-        self._note_failure = note_failure
-        self._path = path
-        self._db = db
-        self._meta = meta
-        self._encoded_meta = encoded_meta
-        self._model_blob = model_blob
-        self._kept = kept
-        self._pruned = pruned
-        self._layers = layers
-        self._lock = threading.Lock()  # held by write(); close() waits on it
-        self._state = CommitState.BEGUN
-
-    def write(self) -> None:
-        """Write the checkpoint batch (synced). May run in any thread; again only after a failure.
-
-        The owner thread may keep using ``store.pending`` and ``store.learned`` meanwhile;
-        ``end_commit`` and ``abort_commit`` refuse until this returns, ``close`` waits for it.
-
-        Raises
-        ------
-        StateError
-            RocksDB failed to write: the previous checkpoint is intact; call
-            :meth:`StateStore.abort_commit` (or retry ``write``). Also when called after a
-            successful write, or after the commit ended, was aborted or the store was closed.
-        """
-        with self._lock:
-            if self._state not in (CommitState.BEGUN, CommitState.FAILED):
-                raise StateError(self._not_writable())
-            self._state = CommitState.WRITING
-            written = False
-            unpublished = None
-            try:
-                unpublished = self._files.write_unpublished(
-                    self.seq, self._encoded_meta, self._model_blob
-                )
-                self._db.write(self._batch(), _synced())
-                written = True
-            except Exception as exc:  # rocksdict raises plain Exception; files raise OSError
-                if unpublished is not None:
-                    unpublished.unlink(missing_ok=True)
-                self._note_failure()
-                raise self._write_error(exc) from exc
-            finally:
-                self._state = CommitState.WRITTEN if written else CommitState.FAILED
-            self._publish(unpublished)
-
-    def _batch(self) -> rocksdict.WriteBatch:
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for layer in self._layers:
-            layer.stage_into(batch)
-        batch.put(FORMAT_KEY, FORMAT_VALUE)
-        batch.put(LAST_SEQ_KEY, _SEQ.pack(self.seq))
-        batch.put(CHECKPOINT_PREFIX + _SEQ.pack(self.seq), self._encoded_meta)
-        batch.put(MODEL_PREFIX + _SEQ.pack(self.seq), self._model_blob)
-        for old in self._pruned:
-            batch.delete(CHECKPOINT_PREFIX + _SEQ.pack(old))
-            batch.delete(MODEL_PREFIX + _SEQ.pack(old))
-        return batch
-
-    def _publish(self, unpublished: pathlib.Path) -> None:
-        """Give the landed checkpoint its file copy and prune old ones (a failure only costs
-        the redundancy of the file copy, so it is logged, not raised)."""
-        try:
-            self._files.publish(unpublished, self.seq)
-            self._files.remove(self._pruned)
-        except OSError as exc:
-            log.warning(
-                "checkpoint %d of %s is committed, but its file copy could not be published "
-                "(%s): only its RocksDB copy protects it", self.seq, self._path, exc
-            )
-
-    def _write_error(self, exc: Exception) -> StateError:
-        what = f"could not write checkpoint {self.seq} to {self._path}"
-        if self._previous is None:
-            resumes = "no checkpoint was written yet, so it starts from the beginning"
-        else:
-            resumes = f"it resumes from checkpoint {self._previous}"
-        if _is_disk_full(exc):
-            return DiskFullError(
-                f"{what}: no space left on device; free disk space and restart riverbed "
-                f"(nothing is lost: {resumes})"
-            )
-        return StateError(
-            f"{what}: {exc}; check free disk space and permissions, then restart riverbed "
-            f"(nothing is lost: {resumes})"
-        )
-
-    @property
-    def written(self) -> bool:
-        """Whether :meth:`write` succeeded (the checkpoint is durable)."""
-        return self._state in (CommitState.WRITTEN, CommitState.ENDED, CommitState.CLOSED)
-
-    def __repr__(self) -> str:
-        return f"PendingCommit(seq={self.seq}, {self._state.value})"
-
-    def _not_writable(self) -> str:
-        what = f"checkpoint {self.seq} to {self._path}"
-        if self._state in (CommitState.WRITTEN, CommitState.ENDED):
-            return f"cannot write {what}: it was already written; call end_commit"
-        if self._state is CommitState.CLOSED:
-            return f"cannot write {what}: it was already written (the store is closed since)"
-        if self._state is CommitState.WRITING:
-            return f"cannot write {what}: write() is already running in another thread"
-        if self._state is CommitState.ABORTED:
-            return f"cannot write {what}: its commit was aborted; begin a new commit"
-        return (
-            f"cannot write {what}: the state store was closed before it was written, so it "
-            f"was not; reopen the store and commit again"
-        )
-
-    def _checkpoint(self) -> Checkpoint:
-        return Checkpoint(
-            seq=self.seq,
-            meta=self._meta,
-            model_blob=self._model_blob,
-            size_bytes=len(self._model_blob) + len(self._encoded_meta),
-        )
-
-
-def _synced() -> rocksdict.WriteOptions:
-    options = rocksdict.WriteOptions()
-    options.sync = True
-    return options
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return True
-    return "no space left on device" in str(exc).lower()
 
 
 class StateStore:
@@ -467,26 +243,23 @@ class StateStore:
         self.damage: list[str] = []
         self._files = CheckpointFiles(self.path)
         self._write_failed = False
-        self._linked_view: pathlib.Path | None = None
-        self._check_directory()
-        self._db: rocksdict.Rdict | None = self._open()
+        self._in_flight: PendingCommit | None = None
+        opening.check_directory(self.path, read_only=read_only)
+        db, self._linked_view = opening.open_database(self.path, self._files, read_only=read_only)
+        self._db: rocksdict.Rdict | None = db
         try:
-            with self._storage_errors_at_open():
-                self._check_format()
-                self._pending = RocksExpiringStore(
-                    self._db, read_only=read_only, layout=PENDING_LAYOUT
-                )
-                self._learned = RocksExpiringStore(
-                    self._db, read_only=read_only, layout=LEARNED_LAYOUT
-                )
-                self._scan_checkpoints()
+            with opening.storage_errors_at_open(self.path, self._files):
+                opening.check_format(db, self.path, read_only=read_only)
+                self._pending = RocksExpiringStore(db, read_only=read_only, layout=PENDING_LAYOUT)
+                self._learned = RocksExpiringStore(db, read_only=read_only, layout=LEARNED_LAYOUT)
+                self._checkpoints = CheckpointReader(db, self.path, self._files)
+            self.damage.extend(self._checkpoints.damage)
             if not read_only:
                 self._files.remove_unpublished()
-            self._in_flight: PendingCommit | None = None
         except BaseException:
-            self._db.close()
+            db.close()
             self._db = None
-            self._remove_linked_view()
+            opening.remove_linked_view(self._linked_view)
             raise
         self.pending = self._pending
         self.learned = self._learned
@@ -568,7 +341,7 @@ class StateStore:
             )
         if not isinstance(meta, dict):
             raise TypeError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
-        seq = (self._seqs[0] if self._seqs else 0) + 1
+        seq = (self._checkpoints.seqs[0] if self._checkpoints.seqs else 0) + 1
         stored_meta = {**meta, "seq": seq}
         try:
             encoded_meta = msgpack.packb(stored_meta, use_bin_type=True)
@@ -577,7 +350,7 @@ class StateStore:
                 f"checkpoint meta must be msgpack-able (dict, list, str, bytes, int, float, "
                 f"bool, None): {exc}"
             ) from exc
-        kept = [seq, *self._seqs][: self.keep]
+        kept = [seq, *self._checkpoints.seqs][: self.keep]
         pending_commit = PendingCommit(
             path=self.path,
             db=db,
@@ -586,10 +359,10 @@ class StateStore:
             encoded_meta=encoded_meta,
             model_blob=bytes(model_blob),
             kept=kept,
-            pruned=[old for old in self._seqs if old not in kept],
+            pruned=[old for old in self._checkpoints.seqs if old not in kept],
             layers=(self._pending.freeze(), self._learned.freeze()),
             files=self._files,
-            previous=self._seqs[0] if self._seqs else None,
+            previous=self._checkpoints.seqs[0] if self._checkpoints.seqs else None,
             note_failure=self._note_write_failure,
         )
         self._in_flight = pending_commit
@@ -619,7 +392,9 @@ class StateStore:
                 )
             self._pending.mark_committed()
             self._learned.mark_committed()
-            self._seqs = pending_commit._kept
+            self._checkpoints.committed(
+                pending_commit.seq, pending_commit._kept, pending_commit._pruned
+            )
             self._in_flight = None
             pending_commit._state = CommitState.ENDED
         return pending_commit._checkpoint()
@@ -662,7 +437,7 @@ class StateStore:
         nothing was checkpointed (or everything was pruned).
         """
         self._require_open("list checkpoints of")
-        return list(self._seqs)
+        return list(self._checkpoints.seqs)
 
     def load(self, seq: int | None = None) -> Checkpoint | None:
         """Read a checkpoint: its RocksDB copy, else its file copy.
@@ -690,90 +465,10 @@ class StateStore:
         """
         self._require_open("load a checkpoint from")
         if seq is None:
-            if not self._seqs:
+            if not self._checkpoints.seqs:
                 return None
-            seq = self._seqs[0]
-        reasons: list[str] = []
-        db_copy = self._read_db_copy(seq, reasons)
-        file_digest = self._files.digest_of(seq)
-        if db_copy is not None and file_digest in (None, _digest(seq, db_copy)):
-            return self._checkpoint(seq, db_copy, "rocksdb", reasons)
-        if db_copy is not None:
-            reasons.append("its RocksDB copy differs from the SHA-256 of its file copy")
-        file_copy = self._read_file_copy(seq, reasons)
-        if file_copy is not None:
-            return self._checkpoint(seq, file_copy, "file", reasons)
-        if db_copy is not None:  # the file copy is the damaged one
-            return self._checkpoint(seq, db_copy, "rocksdb", reasons)
-        if not reasons:
-            return None
-        raise CheckpointUnreadable(self.path, seq, tuple(reasons))
-
-    def _read_db_copy(self, seq: int, reasons: list[str]) -> tuple[bytes, dict, bytes] | None:
-        db = self._require_open("load a checkpoint from")
-        try:
-            encoded_meta = db.get(CHECKPOINT_PREFIX + _SEQ.pack(seq))
-            model_blob = db.get(MODEL_PREFIX + _SEQ.pack(seq))
-        except Exception as exc:  # rocksdict raises plain Exception (checksum mismatch, I/O)
-            reasons.append(f"its RocksDB copy is unreadable ({_one_line(exc)})")
-            return None
-        if encoded_meta is None:
-            if seq in self._db_seqs:
-                reasons.append("its RocksDB copy is gone")
-            return None
-        if model_blob is None:
-            reasons.append("its RocksDB copy has no model bytes")
-            return None
-        meta = self._decoded_meta(seq, encoded_meta, "RocksDB", reasons)
-        return None if meta is None else (encoded_meta, meta, model_blob)
-
-    def _read_file_copy(self, seq: int, reasons: list[str]) -> tuple[bytes, dict, bytes] | None:
-        path = self._files.path_of(seq)
-        try:
-            encoded_meta, model_blob = self._files.read(seq)
-        except FileNotFoundError:
-            if seq in self._seqs and seq not in self._db_seqs:
-                reasons.append(f"its file copy {path} is gone")
-            return None
-        except (OSError, CorruptStateError) as exc:
-            reasons.append(f"its file copy is unreadable ({exc})")
-            return None
-        if self._last_seq is not None and seq > self._last_seq and seq not in self._db_seqs:
-            reasons.append(
-                f"only its file copy exists and it is newer than the database's last checkpoint "
-                f"{self._last_seq}: its RocksDB batch (with the pending labels) was lost, e.g. a "
-                f"truncated write-ahead log"
-            )
-            return None
-        meta = self._decoded_meta(seq, encoded_meta, "file", reasons)
-        return None if meta is None else (encoded_meta, meta, model_blob)
-
-    def _decoded_meta(
-        self, seq: int, encoded_meta: bytes, copy: str, reasons: list[str]
-    ) -> dict | None:
-        try:
-            meta = msgpack.unpackb(encoded_meta, raw=False, strict_map_key=False)
-        except Exception as exc:  # msgpack raises several unrelated types
-            reasons.append(f"the metadata of its {copy} copy does not decode ({exc})")
-            return None
-        if not isinstance(meta, dict) or meta.get("seq") != seq:
-            reasons.append(f"the metadata of its {copy} copy is not checkpoint {seq}'s")
-            return None
-        return meta
-
-    @staticmethod
-    def _checkpoint(
-        seq: int, copy: tuple[bytes, dict, bytes], source: str, reasons: list[str]
-    ) -> Checkpoint:
-        encoded_meta, meta, model_blob = copy
-        return Checkpoint(
-            seq=seq,
-            meta=meta,
-            model_blob=model_blob,
-            size_bytes=len(model_blob) + len(encoded_meta),
-            copy=source,
-            damage=tuple(reasons),
-        )
+            seq = self._checkpoints.seqs[0]
+        return self._checkpoints.load(seq)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -802,7 +497,8 @@ class StateStore:
         except Exception as exc:  # rocksdict raises plain Exception
             self._close_failed(db, exc)
         finally:
-            self._remove_linked_view()
+            opening.remove_linked_view(self._linked_view)
+            self._linked_view = None
 
     def _close_failed(self, db: rocksdict.Rdict, exc: Exception) -> None:
         """Finish closing after a failed flush; raise unless a write failed before."""
@@ -810,7 +506,7 @@ class StateStore:
             db.close()
         if not self._write_failed:
             raise StateError(
-                f"could not flush the state dir {self.path} on close: {_one_line(exc)}; "
+                f"could not flush the state dir {self.path} on close: {one_line(exc)}; "
                 f"every committed checkpoint is durable (check free disk space)"
             ) from exc
         # The write that failed first was already reported (the caller holds it): do not mask it.
@@ -834,7 +530,7 @@ class StateStore:
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
-        state = "closed" if self.closed else f"checkpoints={self._seqs}"
+        state = "closed" if self.closed else f"checkpoints={self._checkpoints.seqs}"
         return f"StateStore({str(self.path)!r}, {mode}, {state})"
 
     def disk_size_bytes(self) -> int:
@@ -852,30 +548,6 @@ class StateStore:
 
     def _note_write_failure(self) -> None:
         self._write_failed = True
-
-    @contextlib.contextmanager
-    def _storage_errors_at_open(self) -> Iterator[None]:
-        """Turn a RocksDB read error while opening into one :class:`CorruptStateError`."""
-        try:
-            yield
-        except StateError:
-            raise
-        except Exception as exc:  # rocksdict raises plain Exception
-            raise CorruptStateError(self._damaged(exc)) from exc
-
-    def _damaged(self, exc: BaseException) -> str:
-        newest = self._files.seqs()
-        kept = (
-            f"; the file copies of checkpoints {', '.join(map(str, newest))} in "
-            f"{self._files.folder} are kept"
-            if newest
-            else ""
-        )
-        return (
-            f"RocksDB reports the state dir {self.path} is damaged ({_one_line(exc)}): move "
-            f"the directory aside (mv {self.path} {self.path}.damaged) and restart riverbed to "
-            f"start from scratch{kept}; nothing was changed"
-        )
 
     def _require_open(self, action: str) -> rocksdict.Rdict:
         if self._db is None:
@@ -903,210 +575,3 @@ class StateStore:
         finally:
             pending_commit._lock.release()
 
-    def _check_directory(self) -> None:
-        """Refuse paths that are not (and cannot become) a riverbed state dir, before opening."""
-        path = self.path
-        if path.exists() and not path.is_dir():
-            raise IncompatibleStateError(
-                f"[state] dir {path} is a file, not a directory: point [state] dir elsewhere"
-            )
-        is_database = (path / "CURRENT").is_file()
-        if self.read_only and not is_database:
-            raise MissingStateError(
-                f"no riverbed state in {path}: nothing was checkpointed there yet (check "
-                f"[state] dir, or run `riverbed run` first)"
-            )
-        foreign = _foreign_files(path) if path.is_dir() and not is_database else []
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise IncompatibleStateError(
-                f"[state] dir {path} is not a riverbed state dir (it holds {shown}): point "
-                f"[state] dir at a new or empty directory"
-            )
-        config = path / "rocksdict-config.json"
-        if config.is_file():
-            try:
-                raw_mode = json.loads(config.read_text()).get("raw_mode")
-            except (OSError, ValueError, AttributeError):
-                raw_mode = None
-            if raw_mode is False:
-                raise IncompatibleStateError(
-                    f"{path} is a rocksdict database in pickle mode, not a riverbed state dir "
-                    f"(riverbed never unpickles database values): point [state] dir at a new "
-                    f"or empty directory"
-                )
-
-    def _open(self) -> rocksdict.Rdict:
-        options = rocksdict.Options(raw_mode=True)
-        options.create_if_missing(not self.read_only)
-        options.set_keep_log_file_num(3)
-        table = rocksdict.BlockBasedOptions()
-        table.set_bloom_filter(10, False)  # most pending-label lookups are for new ids
-        options.set_block_based_table_factory(table)
-        # The same for the memtable: a put of a new pending entry or learned id first looks the
-        # id up, and a miss in the unflushed table now costs a filter probe instead of a skip-list
-        # search (0.88 -> 0.41 us per missing key, 200,000 keys). In memory only: the files on
-        # disk do not change.
-        options.set_memtable_prefix_bloom_ratio(0.1)
-        options.set_memtable_whole_key_filtering(True)
-        if self.read_only:
-            # A writer holds the database: its write-ahead log exists and must be replayed.
-            access = rocksdict.AccessType.read_only(False)
-            attempts = _READ_ONLY_OPEN_ATTEMPTS
-        else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            access = rocksdict.AccessType.read_write()
-            attempts = 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._open_rdict(options, access)
-            except Exception as exc:  # rocksdict raises plain Exception
-                error = self._translate_open_error(exc)
-                # A read-only open can race the writer deleting a file compaction replaced.
-                if attempt == attempts or type(error) is not StateError:
-                    raise error from exc
-                time.sleep(0.05 * attempt)
-        raise AssertionError("unreachable")
-
-    def _open_rdict(
-        self, options: rocksdict.Options, access: rocksdict.AccessType
-    ) -> rocksdict.Rdict:
-        try:
-            return rocksdict.Rdict(str(self.path), options, access_type=access)
-        except OSError as exc:
-            # rocksdict writes rocksdict-config.json into the directory on every open, also a
-            # read-only one: on a read-only filesystem, open a linked view in a temporary dir.
-            if not self.read_only or not _is_not_writable(exc):
-                raise
-        self._remove_linked_view()
-        self._linked_view = _linked_view_of(self.path)
-        return rocksdict.Rdict(str(self._linked_view), options, access_type=access)
-
-    def _remove_linked_view(self) -> None:
-        view, self._linked_view = self._linked_view, None
-        if view is not None:
-            shutil.rmtree(view, ignore_errors=True)
-
-    def _translate_open_error(self, exc: Exception) -> StateError:
-        message = str(exc)
-        lowered = message.lower()
-        if re.search(r"\block\b", lowered):  # the LOCK file; not "block checksum mismatch"
-            return StateLockedError(self.path, message)
-        if "comparator" in lowered:
-            return IncompatibleStateError(
-                f"{self.path} is a RocksDB database written by something other than riverbed "
-                f"({message}): point [state] dir at a new or empty directory"
-            )
-        if "corruption" in lowered:
-            return CorruptStateError(self._damaged(exc))
-        return StateError(f"cannot open the state dir {self.path}: {message}")
-
-    def _check_format(self) -> None:
-        db = self._db
-        assert db is not None
-        stored = db.get(FORMAT_KEY)
-        if stored == FORMAT_VALUE:
-            return
-        if stored is not None:
-            raise IncompatibleStateError(
-                f"{self.path} holds state format {stored!r}, this riverbed reads "
-                f"{FORMAT_VALUE!r}: run the riverbed version that wrote it, or start from a "
-                f"fresh [state] dir"
-            )
-        if next(iter(db.keys()), None) is not None:
-            raise IncompatibleStateError(
-                f"{self.path} is a RocksDB database but not a riverbed state dir: point "
-                f"[state] dir at a new or empty directory"
-            )
-        if not self.read_only:  # a fresh database: claim it
-            db.put(FORMAT_KEY, FORMAT_VALUE, _synced())
-
-    def _scan_checkpoints(self) -> None:
-        """List the checkpoints: the union of RocksDB's and the file copies'.
-
-        A scan that RocksDB stops with an error (its iterator status) is noted in
-        :attr:`damage`; the file copies then list the checkpoints. Without file copies (a state
-        dir from before they existed) nothing can vouch for the list, so the open fails.
-        """
-        db_seqs, scan_error = self._scan_db_seqs()
-        file_seqs = self._files.seqs()
-        if scan_error is not None:
-            self.damage.append(f"the checkpoint list in RocksDB is unreadable ({scan_error})")
-            if not file_seqs:
-                raise CorruptStateError(self._damaged(Exception(scan_error)))
-        self._db_seqs = set(db_seqs)
-        self._last_seq = self._read_last_seq(db_seqs)
-        self._seqs = sorted(self._db_seqs | set(file_seqs), reverse=True)
-
-    def _scan_db_seqs(self) -> tuple[list[int], str | None]:
-        db = self._db
-        assert db is not None
-        seqs = []
-        it = db.iter()
-        it.seek(CHECKPOINT_PREFIX)
-        while it.valid():
-            key = it.key()
-            if not key.startswith(CHECKPOINT_PREFIX):
-                break
-            suffix = key[len(CHECKPOINT_PREFIX) :]
-            if len(suffix) != _SEQ.size:
-                raise CorruptStateError(
-                    f"checkpoint key {key!r} in {self.path} is malformed: the state dir is "
-                    f"damaged; start from a fresh [state] dir"
-                )
-            seqs.append(_SEQ.unpack(suffix)[0])
-            it.next()
-        try:
-            it.status()  # valid() is False both at the end and after an error
-        except Exception as exc:  # rocksdict raises plain Exception
-            return seqs, _one_line(exc)
-        return seqs, None
-
-    def _read_last_seq(self, db_seqs: list[int]) -> int | None:
-        """The seq of the newest batch that landed; ``None`` if RocksDB cannot say."""
-        db = self._db
-        assert db is not None
-        try:
-            raw = db.get(LAST_SEQ_KEY)
-        except Exception as exc:  # rocksdict raises plain Exception
-            self.damage.append(f"the last checkpoint number is unreadable ({_one_line(exc)})")
-            return None
-        stored = _SEQ.unpack(raw)[0] if raw is not None and len(raw) == _SEQ.size else 0
-        return max([stored, *db_seqs])
-
-
-def _is_not_writable(exc: OSError) -> bool:
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return True
-    return re.search(r"os error (30|13|1)\)", str(exc)) is not None  # rocksdict leaves errno unset
-
-
-def _digest(seq: int, copy: tuple[bytes, dict, bytes]) -> bytes:
-    return CheckpointFiles.digest(seq, copy[0], copy[2])
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-_NOT_LINKED = re.compile(r"LOCK|LOG(\.old\.\d+)?|rocksdict-config\.json")
-
-
-def _linked_view_of(path: pathlib.Path) -> pathlib.Path:
-    """A temporary dir of symlinks to ``path``'s RocksDB files, for a read-only open."""
-    view = pathlib.Path(tempfile.mkdtemp(prefix="riverbed-state-view-"))
-    for entry in path.iterdir():
-        if not _NOT_LINKED.fullmatch(entry.name):
-            (view / entry.name).symlink_to(entry.resolve())
-    return view
-
-
-_ROCKSDB_FILE = re.compile(
-    r"LOCK|IDENTITY|CURRENT|LOG(\.old\.\d+)?|MANIFEST-\d+|OPTIONS-\d+(\.dbtmp)?"
-    r"|\d+\.(log|sst|dbtmp)|rocksdict-config\.json|" + CHECKPOINT_FOLDER
-)
-
-
-def _foreign_files(path: pathlib.Path) -> list[str]:
-    """Names in ``path`` that RocksDB does not write (a crashed first open leaves only its own)."""
-    return sorted(p.name for p in path.iterdir() if not _ROCKSDB_FILE.fullmatch(p.name))

@@ -37,6 +37,8 @@ from state import (
     seal,
     unseal,
 )
+from state.checkpoint_files import CheckpointFiles
+from state.opening import translate_open_error
 from state.pending import LEARNED_LAYOUT, PENDING_LAYOUT, decode_ts, encode_ts
 
 STATE_DIR = REPO_ROOT / "state"
@@ -695,14 +697,15 @@ def test_disk_size_grows_with_checkpoints(store_path: pathlib.Path) -> None:
 
 
 def test_open_errors_are_translated(store_path: pathlib.Path) -> None:
-    with StateStore(store_path) as store:
-        translate = store._translate_open_error  # noqa: SLF001
-        locked = translate(Exception("IO error: While lock file: /x/LOCK: Resource unavailable"))
-        assert isinstance(locked, StateLockedError)
-        corrupt = translate(Exception("Corruption: block checksum mismatch"))
-        assert type(corrupt) is CorruptStateError
-        other = translate(Exception("IO error: disk full"))
-        assert type(other) is StateError
+    files = CheckpointFiles(store_path)
+    locked = translate_open_error(
+        store_path, files, Exception("IO error: While lock file: /x/LOCK: Resource unavailable")
+    )
+    assert isinstance(locked, StateLockedError)
+    corrupt = translate_open_error(store_path, files, Exception("Corruption: block checksum mismatch"))
+    assert type(corrupt) is CorruptStateError
+    other = translate_open_error(store_path, files, Exception("IO error: disk full"))
+    assert type(other) is StateError
 
 
 def test_state_errors_are_operator_errors() -> None:
