@@ -483,6 +483,10 @@ def test_keep_prunes_old_checkpoints(store_path: pathlib.Path) -> None:
         assert store.checkpoints() == [6, 5, 4]
         raw_keys = list(store._db.keys())  # noqa: SLF001 -- pruning deletes the model bytes too
         assert not any(k.startswith(b"model/") and k[-1] in (1, 2, 3) for k in raw_keys)
+    with StateStore(store_path, keep=1) as store:  # prunes checkpoints it found when it opened
+        store.commit({}, b"model-7")
+        assert store.checkpoints() == [7]
+        assert store.load(4) is None and store.load(6) is None  # gone by design, not damaged
 
 
 def test_keep_must_be_positive(store_path: pathlib.Path) -> None:
