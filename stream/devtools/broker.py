@@ -4,13 +4,18 @@ No tarball and no Docker: Maven resolves ``org.apache.kafka:kafka_2.13:<version>
 binding into a per-user jar cache once, and the broker runs as ``java -cp '<libs>/*'
 kafka.Kafka server.properties`` on loopback only.
 
+:class:`LocalBroker` (start, stop, status) is here with what only it needs: ``server.properties``
+(:func:`render_server_properties`) and the ``java`` command line (:func:`broker_command`). Its
+parts are modules of their own, and their public names are importable from here too:
+
+- :mod:`stream.devtools.broker_paths` -- the loopback address, the broker directory, the jar cache;
+- :mod:`stream.devtools.kafka_install` -- Java, Maven and the Kafka jars (the jar cache, its logging jars);
+- :mod:`stream.devtools.broker_tls` -- the TLS material and the SASL login of a sasl_ssl broker;
+- :mod:`stream.devtools.broker_process` -- whether a pid is alive, its command line, waiting, signals;
+- :mod:`stream.devtools.broker_log` -- the last error in a broker's log.
+
 Files
 -----
-Jar cache (shared read-only by every broker of one Kafka version)::
-
-    ${XDG_CACHE_HOME:-~/.cache}/riverbed/kafka-<version>/
-        pom.xml, libs/*.jar, riverbed-install-complete   (marker written last)
-
 Broker directory (``[broker] dir``, default keyed by port so that two brokers never share
 files)::
 
@@ -26,28 +31,12 @@ files)::
         broker.pid          pid of the running broker
         start.lock          flock taken while starting, so concurrent starts wait for each other
 
-Logging in the jars
--------------------
-The Kafka POM brings no SLF4J binding, so ``slf4j-simple`` is added (Kafka 4.x is on
-slf4j-api 1.7.36, the 1.7 binding mechanism). ``log4j-api`` and ``log4j-core`` arrive through
-``kafka-server`` and both stay: ``kafka.utils.Log4jControllerRegistration`` loads
-``org.apache.kafka.server.logger.LoggingController``, which needs ``log4j-api`` at class-load
-time (without it both ``kafka.Kafka`` and ``StorageTool`` die with ``NoClassDefFoundError``),
-and without ``log4j-core`` as its provider every JVM start prints ``ERROR Log4j API could not
-find a logging provider``. They do not compete with slf4j-simple: log4j-core is not an SLF4J
-binding, so all broker logging goes through slf4j-simple to ``broker.log``.
+The jar cache is described in :mod:`stream.devtools.kafka_install`.
 
 Security
 --------
-``[broker] security = "plaintext"`` (the default) has one PLAINTEXT listener on ``[broker] port``.
-``"sasl_ssl"`` replaces it with a SASL_SSL listener (SCRAM-SHA-512 and PLAIN; the broker's own
-inter-broker traffic uses it too) with a PEM keystore from ``tls/``; the controller listener stays
-PLAINTEXT on loopback. The one user is ``[kafka] sasl_username`` with the password of
-``$RIVERBED_KAFKA_SASL_PASSWORD`` or ``[kafka] sasl_password_file``: its SCRAM credential is added
-when the storage is formatted (through a ``java @argfile`` of mode 0600, deleted afterwards, so
-the password is in no process's argument list), and the JAAS lines that hold it are in
-``server.properties``, written with mode 0600. A directory formatted without SASL keeps no
-credential: give a sasl_ssl broker its own ``[broker] dir``.
+``[broker] security = "plaintext"`` (the default) has one PLAINTEXT listener on ``[broker] port``;
+``"sasl_ssl"`` is described in :mod:`stream.devtools.broker_tls`.
 
 Record timestamps: Kafka 4.x keeps its default ``log.message.timestamp.after.max.ms`` (one
 hour); replayed synthetic event times belong in the payload ``ts``, not the record timestamp.
@@ -59,42 +48,71 @@ import base64
 import contextlib
 import fcntl
 import logging
-import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 from stream.config import Config
-from stream.connect.security import SecuredBootstrap, Secret, read_sasl_password
+from stream.connect.security import SecuredBootstrap, read_sasl_password
 from stream.errors import BrokerError
 from stream.connect.topics import cluster_info, port_accepts
+from stream.devtools.broker_log import last_error
+from stream.devtools.broker_paths import HOST, default_broker_dir, jar_cache_dir
+from stream.devtools.broker_process import _LAUNCHED, _cmdline, _pid_alive, _signal, _wait_for_exit
+from stream.devtools.broker_tls import (
+    CERT_DAYS,
+    OPENSSL_HINT,
+    SCRAM_MECHANISM,
+    _LOGIN_CHARACTERS,
+    BrokerLogin,
+    _write_private,
+    create_ca,
+    create_server_keystore,
+    ensure_tls_material,
+    sasl_ssl_settings,
+)
+from stream.devtools.kafka_install import (
+    DEPENDENCY_PLUGIN,
+    INSTALL_MARKER,
+    JAVA_HINT,
+    MAVEN_HINT,
+    MAVEN_TIMEOUT_S,
+    MIN_JAVA_MAJOR,
+    MIN_KAFKA_MAJOR,
+    SCALA_SUFFIX,
+    SLF4J_SIMPLE_VERSION,
+    check_kafka_version,
+    find_java,
+    install_kafka_jars,
+    parse_java_major,
+    render_pom,
+    require_java,
+    require_maven,
+)
+
+# Every public name this module had before its parts moved out; the moved ones are re-exported.
+__all__ = [
+    "CERT_DAYS", "DEPENDENCY_PLUGIN", "FORMAT_TIMEOUT_S", "HOST", "INITIAL_HEAP_MB", "INSTALL_MARKER", "JAVA_HINT",
+    "KILL_WAIT_S", "MAVEN_HINT", "MAVEN_TIMEOUT_S", "MIN_HEAP_MB", "MIN_JAVA_MAJOR", "MIN_KAFKA_MAJOR", "OPENSSL_HINT",
+    "POLL_INTERVAL_S", "READY_PROBE_TIMEOUT_S", "SCALA_SUFFIX", "SCRAM_MECHANISM", "SINGLE_NODE_SETTINGS",
+    "SLF4J_SIMPLE_VERSION", "BrokerLogin", "LocalBroker", "broker_command", "check_kafka_version", "create_ca",
+    "create_server_keystore", "default_broker_dir", "ensure_tls_material", "find_java", "install_kafka_jars",
+    "jar_cache_dir", "last_error", "new_cluster_id", "parse_java_major", "render_pom", "render_server_properties",
+    "require_java", "require_maven", "sasl_ssl_settings",
+]
 
 logger = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
-MIN_JAVA_MAJOR = 17
-MIN_KAFKA_MAJOR = 4
 MIN_HEAP_MB = 128
 INITIAL_HEAP_MB = 256
-SCALA_SUFFIX = "2.13"
-SLF4J_SIMPLE_VERSION = "1.7.36"
-DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-INSTALL_MARKER = "riverbed-install-complete"
-MAVEN_TIMEOUT_S = 1800.0
 FORMAT_TIMEOUT_S = 120.0
 READY_PROBE_TIMEOUT_S = 2.0
 POLL_INTERVAL_S = 0.25
 KILL_WAIT_S = 10.0
-
-JAVA_HINT = "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
-MAVEN_HINT = "install Apache Maven (Debian: apt-get install maven); it downloads the Kafka jars once"
 
 # Settings for one combined broker+controller on a small (2-core) machine; see FACTS.md.
 SINGLE_NODE_SETTINGS: dict[str, str] = {
@@ -112,28 +130,6 @@ SINGLE_NODE_SETTINGS: dict[str, str] = {
     "log.cleaner.dedupe.buffer.size": "33554432",
     "auto.create.topics.enable": "false",
 }
-
-# Popen objects of brokers this interpreter launched, kept so that they are reaped (no
-# zombies, no "still running" ResourceWarning) and so that stop() can wait on them.
-_LAUNCHED: dict[int, subprocess.Popen] = {}
-
-
-# -- paths --------------------------------------------------------------------------------------
-
-
-def _xdg_dir(variable: str, fallback: str) -> Path:
-    value = os.environ.get(variable, "")
-    return Path(value) if os.path.isabs(value) else Path.home() / fallback
-
-
-def default_broker_dir(port: int) -> Path:
-    """The default broker directory, one per port: ``$XDG_DATA_HOME/riverbed/broker-<port>``."""
-    return _xdg_dir("XDG_DATA_HOME", ".local/share") / "riverbed" / f"broker-{port}"
-
-
-def jar_cache_dir(kafka_version: str) -> Path:
-    """Where the jars of one Kafka version live: ``$XDG_CACHE_HOME/riverbed/kafka-<version>``."""
-    return _xdg_dir("XDG_CACHE_HOME", ".cache") / "riverbed" / f"kafka-{kafka_version}"
 
 
 # -- pure renderers -----------------------------------------------------------------------------
@@ -153,65 +149,6 @@ def new_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii")[:22]
         if not cluster_id.startswith("-"):
             return cluster_id
-
-
-class BrokerLogin:
-    """The SASL_SSL side of a local broker: its TLS files and its one SCRAM/PLAIN user.
-
-    ``repr`` never shows the password.
-    """
-
-    def __init__(self, tls_dir: Path, username: str, password: Secret):
-        self.tls_dir = tls_dir
-        self.username = username
-        self.password = Secret(password)
-
-    def __repr__(self) -> str:
-        return f"BrokerLogin({str(self.tls_dir)!r}, user={self.username!r})"
-
-    @property
-    def ca_path(self) -> Path:
-        return self.tls_dir / "ca.pem"
-
-    @property
-    def keystore_path(self) -> Path:
-        return self.tls_dir / "server.pem"
-
-    def client_settings(self) -> dict:
-        """kafka-python settings that log in to this broker (SCRAM-SHA-512, trusting ``ca.pem``)."""
-        return {"security_protocol": "SASL_SSL", "ssl_cafile": str(self.ca_path), "ssl_check_hostname": True,
-                "sasl_mechanism": SCRAM_MECHANISM, "sasl_plain_username": self.username,
-                "sasl_plain_password": self.password}
-
-
-SCRAM_MECHANISM = "SCRAM-SHA-512"
-#: Characters a local broker's user name and password may use: they go unquoted into JAAS lines,
-#: the StorageTool's ``--add-scram`` value and a java argument file.
-_LOGIN_CHARACTERS = re.compile(r"[A-Za-z0-9._~+-]+")
-
-
-def _jaas(module: str, login: BrokerLogin, *extra: str) -> str:
-    return (f"org.apache.kafka.common.security.{module} required "
-            f'username="{login.username}" password="{login.password}"{"".join(extra)};')
-
-
-def sasl_ssl_settings(port: int, login: BrokerLogin) -> dict[str, str]:
-    """The listener, TLS and SASL settings of a ``[broker] security = "sasl_ssl"`` broker."""
-    return {
-        "listeners": f"SASL_SSL://{HOST}:{port}",
-        "advertised.listeners": f"SASL_SSL://{HOST}:{port}",
-        "inter.broker.listener.name": "SASL_SSL",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
-        "sasl.enabled.mechanisms": f"{SCRAM_MECHANISM},PLAIN",
-        "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
-        "ssl.keystore.type": "PEM",
-        "ssl.keystore.location": str(login.keystore_path),
-        "ssl.truststore.type": "PEM",
-        "ssl.truststore.location": str(login.ca_path),
-        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": _jaas("scram.ScramLoginModule", login),
-        "listener.name.sasl_ssl.plain.sasl.jaas.config": _jaas(
-            "plain.PlainLoginModule", login, f' user_{login.username}="{login.password}"'),
-    }
 
 
 def render_server_properties(port: int, controller_port: int, data_dir: Path,
@@ -241,32 +178,6 @@ def render_server_properties(port: int, controller_port: int, data_dir: Path,
     return "\n".join(lines) + "\n"
 
 
-def render_pom(kafka_version: str) -> str:
-    """A ``pom``-packaged project whose runtime classpath is the broker."""
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by riverbed: the runtime classpath of a local Apache Kafka {kafka_version} broker. -->
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>riverbed.local</groupId>
-  <artifactId>kafka-broker</artifactId>
-  <version>{kafka_version}</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_{SCALA_SUFFIX}</artifactId>
-      <version>{kafka_version}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.slf4j</groupId>
-      <artifactId>slf4j-simple</artifactId>
-      <version>{SLF4J_SIMPLE_VERSION}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
-
-
 def broker_command(java: str, libs: Path, heap_mb: int, properties: Path) -> list[str]:
     """The ``java`` command line of the broker."""
     return [
@@ -284,77 +195,6 @@ def broker_command(java: str, libs: Path, heap_mb: int, properties: Path) -> lis
     ]
 
 
-def parse_java_major(version_output: str) -> int | None:
-    """The major version in ``java -version`` output (``1.8`` counts as 8).
-
-    >>> parse_java_major('openjdk version "17.0.15" 2025-04-15')
-    17
-    >>> parse_java_major('java version "1.8.0_402"')
-    8
-    """
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
-    if match is None:
-        return None
-    major = int(match.group(1))
-    return int(match.group(2) or 0) if major == 1 else major
-
-
-_EXCEPTION_LINE = re.compile(r"^(?:Caused by: )?([\w.$]+(?:Exception|Error|Throwable)\b.*)")
-_LOG_LEVEL = re.compile(r"\b(TRACE|DEBUG|INFO|WARN)\b")
-
-
-def last_error(log_text: str) -> str | None:
-    """The last ERROR line of a broker log with the most telling cause from its stack trace.
-
-    The cause is the deepest ``Caused by`` that is not a bare ``java.*`` exception (those
-    repeat the message of a Kafka exception above them), else the deepest one. Without any
-    ERROR line, the first JVM-level error line (``Invalid maximum heap size``, ``Error: Could
-    not find or load main class``, ...); ``None`` when the log shows no error at all.
-
-    >>> log = "\\n".join([
-    ...     "[main] INFO ok",
-    ...     "[main] ERROR ProcessTerminatingFaultHandler - Encountered fatal fault",
-    ...     "java.lang.RuntimeException: Unable to start acceptor",
-    ...     "\\tat kafka.network.SocketServer.enableRequestProcessing(SocketServer.scala:228)",
-    ...     "Caused by: org.apache.kafka.common.KafkaException: failed to bind to 127.0.0.1:9093",
-    ...     "Caused by: java.net.BindException: Address already in use",
-    ... ])
-    >>> last_error(log)
-    '[main] ERROR ProcessTerminatingFaultHandler - Encountered fatal fault (org.apache.kafka.common.KafkaException: failed to bind to 127.0.0.1:9093)'
-    >>> last_error("[main] INFO starting") is None
-    True
-    """
-    lines = [line.rstrip() for line in log_text.splitlines()]
-    for index in range(len(lines) - 1, -1, -1):
-        if re.search(r"\bERROR\b", lines[index]):
-            causes = _stack_trace_causes(lines[index + 1:])
-            cause = next((c for c in reversed(causes) if not c.startswith("java.")), None)
-            cause = cause or (causes[-1] if causes else None)
-            return _shorten(f"{lines[index]} ({cause})" if cause else lines[index])
-    for line in lines:  # JVM errors come first, their consequences after
-        if _LOG_LEVEL.search(line):
-            continue
-        if re.match(r"^(Error\b|Exception in thread|Invalid )", line) or _EXCEPTION_LINE.match(line):
-            return _shorten(line.strip())
-    return None
-
-
-def _stack_trace_causes(lines: list[str]) -> list[str]:
-    """The exception and ``Caused by`` lines of the stack trace at the start of ``lines``."""
-    causes = []
-    for line in lines:
-        match = _EXCEPTION_LINE.match(line)
-        if match:
-            causes.append(match.group(1))
-        elif not line.startswith(("\t", " ", "Suppressed:")) and line.strip():
-            break
-    return causes
-
-
-def _shorten(text: str, limit: int = 400) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _read_properties(path: Path) -> dict[str, str]:
     properties = {}
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -363,245 +203,6 @@ def _read_properties(path: Path) -> dict[str, str]:
             key, _, value = line.partition("=")
             properties[key.strip()] = value.strip()
     return properties
-
-
-# -- tools --------------------------------------------------------------------------------------
-
-
-def find_java() -> str:
-    """``$JAVA_HOME/bin/java`` if set, else ``java`` on ``PATH``; a one-line error if absent."""
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home:
-        candidate = Path(java_home) / "bin" / "java"
-        if os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which("java")
-    if found is None:
-        raise BrokerError(f"java not found: {JAVA_HINT}")
-    return found
-
-
-def require_java() -> str:
-    """A Java 17+ executable, or :class:`BrokerError` saying what to install."""
-    java = find_java()
-    try:
-        result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BrokerError(f"{java} -version failed ({exc}): {JAVA_HINT}") from exc
-    major = parse_java_major(result.stderr + result.stdout)
-    if major is None or major < MIN_JAVA_MAJOR:
-        found = f"Java {major}" if major else "an unrecognised Java"
-        raise BrokerError(
-            f"{java} is {found}, but Kafka 4.x needs Java {MIN_JAVA_MAJOR}+: {JAVA_HINT}, "
-            "then put it first on PATH or set JAVA_HOME"
-        )
-    return java
-
-
-def require_maven() -> str:
-    """The ``mvn`` executable, or :class:`BrokerError` saying what to install."""
-    found = shutil.which("mvn")
-    if found is None:
-        raise BrokerError(f"mvn not found: {MAVEN_HINT}")
-    return found
-
-
-def check_kafka_version(kafka_version: str) -> None:
-    """Reject versions the launcher cannot run (it writes KRaft-only, 4.x settings)."""
-    match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", kafka_version)
-    if match is None or int(match.group(1)) < MIN_KAFKA_MAJOR:
-        raise BrokerError(
-            f"[broker] kafka_version = {kafka_version!r} is not supported: set a Kafka "
-            f"{MIN_KAFKA_MAJOR}.x release such as 4.1.1"
-        )
-
-
-# -- TLS material -------------------------------------------------------------------------------
-
-OPENSSL_HINT = "install openssl (Debian: apt-get install openssl); the sasl_ssl broker makes its certificates with it"
-CERT_DAYS = 3650
-
-
-def _openssl(*arguments: str, cwd: Path) -> None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise BrokerError(f"openssl not found: {OPENSSL_HINT}")
-    result = subprocess.run([openssl, *arguments], cwd=cwd, capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no error printed"])[-1]
-        raise BrokerError(f"openssl {arguments[0]} failed in {cwd} (exit {result.returncode}): {last}")
-
-
-def create_ca(directory: Path, name: str = "riverbed local CA") -> tuple[Path, Path]:
-    """A self-signed CA in ``directory``: ``(ca.pem, ca.key)`` (RSA 2048, key mode 0600)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-             "-days", str(CERT_DAYS), "-subj", f"/CN={name}",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-             cwd=directory)
-    os.chmod(directory / "ca.key", 0o600)
-    return directory / "ca.pem", directory / "ca.key"
-
-
-def create_server_keystore(directory: Path, ca_cert: Path, ca_key: Path) -> Path:
-    """``server.pem`` in ``directory``: a PKCS#8 key and a certificate for 127.0.0.1 and localhost signed
-    by the CA (Kafka's ``ssl.keystore.type=PEM`` reads both from the one file; mode 0600)."""
-    (directory / "server.ext").write_text(
-        f"subjectAltName=IP:{HOST},DNS:localhost\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n", encoding="utf-8")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=localhost", cwd=directory)
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
-             "-out", "server.crt", "-days", str(CERT_DAYS), "-extfile", "server.ext", cwd=directory)
-    keystore = directory / "server.pem"
-    keystore.touch(mode=0o600)
-    keystore.write_text((directory / "server.key").read_text() + (directory / "server.crt").read_text())
-    for leftover in ("server.key", "server.csr", "server.ext"):
-        (directory / leftover).unlink()
-    return keystore
-
-
-def ensure_tls_material(tls_dir: Path) -> None:
-    """Make the CA and the server keystore of a sasl_ssl broker once (kept across restarts)."""
-    if (tls_dir / "ca.pem").is_file() and (tls_dir / "server.pem").is_file():
-        return
-    ca_cert, ca_key = create_ca(tls_dir)
-    create_server_keystore(tls_dir, ca_cert, ca_key)
-    logger.info("made a CA and a server certificate for %s in %s", HOST, tls_dir)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by this user only (mode 0600 from the first byte)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
-
-
-# -- installation -------------------------------------------------------------------------------
-
-
-def install_kafka_jars(kafka_version: str) -> Path:
-    """Resolve the broker's jars into the per-user cache once; return the ``libs`` folder.
-
-    Idempotent: when the completion marker exists nothing is run. Maven downloads into a
-    temporary sibling folder that is renamed into place only after the marker is written,
-    so an interrupted download is never used.
-    """
-    target = jar_cache_dir(kafka_version)
-    if (target / INSTALL_MARKER).is_file():
-        return target / "libs"
-    check_kafka_version(kafka_version)
-    mvn = require_maven()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".partial", dir=target.parent))
-    started = time.monotonic()
-    try:
-        print(
-            f"riverbed: downloading the Apache Kafka {kafka_version} jars with Maven into "
-            f"{target} (first time only, about 45 MB) ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        _run_maven(mvn, staging, kafka_version)
-        (staging / INSTALL_MARKER).write_text(f"kafka {kafka_version}\n", encoding="utf-8")
-        _publish(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    jars = len(list((target / "libs").glob("*.jar")))
-    logger.info("installed %d jars of Kafka %s into %s in %.1f s",
-                jars, kafka_version, target, time.monotonic() - started)
-    return target / "libs"
-
-
-def _run_maven(mvn: str, staging: Path, kafka_version: str) -> None:
-    pom = staging / "pom.xml"
-    pom.write_text(render_pom(kafka_version), encoding="utf-8")
-    command = [
-        mvn, "-B", "-q", "-f", str(pom),
-        f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-        f"-DoutputDirectory={staging / 'libs'}",
-        "-DincludeScope=runtime",
-    ]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        raise BrokerError(
-            f"Maven did not finish fetching Kafka {kafka_version} within {MAVEN_TIMEOUT_S:g} s; "
-            "check access to Maven Central (proxies go in ~/.m2/settings.xml)"
-        ) from exc
-    broker_jar = staging / "libs" / f"kafka_{SCALA_SUFFIX}-{kafka_version}.jar"
-    if result.returncode != 0 or not broker_jar.is_file():
-        output = result.stdout + result.stderr
-        errors = [line for line in output.splitlines() if line.startswith("[ERROR]")]
-        detail = _shorten(errors[0] if errors else last_error(output) or "no output")
-        raise BrokerError(
-            f"Maven could not fetch Kafka {kafka_version} (exit {result.returncode}): {detail}; "
-            "check access to Maven Central (proxies go in ~/.m2/settings.xml) and "
-            "[broker] kafka_version"
-        )
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``; tolerate a concurrent installer that won the race."""
-    if target.exists() and not (target / INSTALL_MARKER).is_file():
-        shutil.rmtree(target)  # an incomplete layout left by something else: never used
-    try:
-        staging.rename(target)
-    except OSError:
-        if not (target / INSTALL_MARKER).is_file():
-            raise
-
-
-# -- processes ----------------------------------------------------------------------------------
-
-
-def _process_state(pid: int) -> str | None:
-    """The one-letter state of ``pid`` from ``/proc``, or ``None`` if it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rpartition(")")[2].split()[0]
-
-
-def _pid_alive(pid: int) -> bool:
-    launched = _LAUNCHED.get(pid)
-    if launched is not None:
-        return launched.poll() is None
-    return _process_state(pid) not in (None, "Z", "X")
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def _wait_for_exit(pid: int, timeout_s: float) -> bool:
-    launched = _LAUNCHED.get(pid)
-    if launched is not None:
-        try:
-            launched.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            return False
-        _LAUNCHED.pop(pid, None)
-        return True
-    deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 # -- the broker ---------------------------------------------------------------------------------
@@ -944,4 +545,3 @@ class LocalBroker:
             if match:
                 return match.group(1)
         return self.kafka_version
-

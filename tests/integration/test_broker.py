@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 import stream.devtools.broker
+import stream.devtools.broker_log
+import stream.devtools.kafka_install
 import stream.connect.topics
 from stream.devtools.broker import (
     LocalBroker,
@@ -72,7 +74,8 @@ def xdg(tmp_path, monkeypatch):
 
 
 def test_doctests():
-    for module in (stream.devtools.broker, stream.connect.topics):
+    for module in (stream.devtools.broker, stream.devtools.kafka_install, stream.devtools.broker_log,
+                   stream.connect.topics):
         failures, _ = doctest.testmod(module)
         assert failures == 0, module.__name__
 
@@ -202,7 +205,7 @@ def test_last_error_names_the_root_cause():
 
 
 def which_without(*missing: str):
-    real_which = stream.devtools.broker.shutil.which
+    real_which = stream.devtools.kafka_install.shutil.which
 
     def which(name, *args, **kwargs):
         return None if name in missing else real_which(name, *args, **kwargs)
@@ -212,7 +215,7 @@ def which_without(*missing: str):
 
 def test_missing_java_is_one_clear_line(monkeypatch, xdg):
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    monkeypatch.setattr(stream.devtools.broker.shutil, "which", which_without("java"))
+    monkeypatch.setattr(stream.devtools.kafka_install.shutil, "which", which_without("java"))
     with pytest.raises(BrokerError) as caught:
         require_java()
     message = str(caught.value)
@@ -229,19 +232,19 @@ def test_missing_java_is_one_clear_line(monkeypatch, xdg):
 
 def test_old_java_is_rejected(monkeypatch):
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: f"/opt/{name}")
+    monkeypatch.setattr(stream.devtools.kafka_install.shutil, "which", lambda name: f"/opt/{name}")
 
     def fake_run(command, **kwargs):
         return subprocess.CompletedProcess(command, 0, "", 'java version "1.8.0_402"\n')
 
-    monkeypatch.setattr(stream.devtools.broker.subprocess, "run", fake_run)
+    monkeypatch.setattr(stream.devtools.kafka_install.subprocess, "run", fake_run)
     with pytest.raises(BrokerError, match=r"is Java 8, but Kafka 4.x needs Java 17\+") as caught:
         require_java()
     assert "\n" not in str(caught.value)
 
 
 def test_missing_maven_is_one_clear_line(monkeypatch, xdg):
-    monkeypatch.setattr(stream.devtools.broker.shutil, "which", which_without("mvn"))
+    monkeypatch.setattr(stream.devtools.kafka_install.shutil, "which", which_without("mvn"))
     with pytest.raises(BrokerError) as caught:
         install_kafka_jars("4.1.1")
     assert str(caught.value).startswith("mvn not found: install Apache Maven")
@@ -264,8 +267,8 @@ def fake_maven(calls: list):
 
 def test_install_publishes_atomically_and_only_once(monkeypatch, xdg, capsys):
     calls: list[Path] = []
-    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: f"/opt/{name}")
-    monkeypatch.setattr(stream.devtools.broker, "_run_maven", fake_maven(calls))
+    monkeypatch.setattr(stream.devtools.kafka_install.shutil, "which", lambda name: f"/opt/{name}")
+    monkeypatch.setattr(stream.devtools.kafka_install, "_run_maven", fake_maven(calls))
     libs = install_kafka_jars("4.1.1")
     target = xdg / "cache-home" / "riverbed" / "kafka-4.1.1"
     assert libs == target / "libs"
@@ -275,7 +278,7 @@ def test_install_publishes_atomically_and_only_once(monkeypatch, xdg, capsys):
     progress = capsys.readouterr().err.strip().splitlines()
     assert len(progress) == 1 and "downloading the Apache Kafka 4.1.1 jars with Maven" in progress[0]
 
-    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: None)  # no mvn needed now
+    monkeypatch.setattr(stream.devtools.kafka_install.shutil, "which", lambda name: None)  # no mvn needed now
     assert install_kafka_jars("4.1.1") == libs
     assert len(calls) == 1
     assert capsys.readouterr().err == ""
@@ -287,8 +290,8 @@ def test_failed_install_leaves_nothing_behind(monkeypatch, xdg):
         (staging / "libs" / "half.jar").write_bytes(b"half")
         raise BrokerError("Maven could not fetch Kafka 4.1.1 (exit 1): [ERROR] offline")
 
-    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: f"/opt/{name}")
-    monkeypatch.setattr(stream.devtools.broker, "_run_maven", failing_maven)
+    monkeypatch.setattr(stream.devtools.kafka_install.shutil, "which", lambda name: f"/opt/{name}")
+    monkeypatch.setattr(stream.devtools.kafka_install, "_run_maven", failing_maven)
     with pytest.raises(BrokerError, match="Maven could not fetch"):
         install_kafka_jars("4.1.1")
     assert list((xdg / "cache-home" / "riverbed").iterdir()) == []
@@ -299,8 +302,8 @@ def test_incomplete_cache_is_never_used(monkeypatch, xdg):
     (target / "libs").mkdir(parents=True)
     (target / "libs" / "stale.jar").write_bytes(b"stale")  # no completion marker
     calls: list[Path] = []
-    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: f"/opt/{name}")
-    monkeypatch.setattr(stream.devtools.broker, "_run_maven", fake_maven(calls))
+    monkeypatch.setattr(stream.devtools.kafka_install.shutil, "which", lambda name: f"/opt/{name}")
+    monkeypatch.setattr(stream.devtools.kafka_install, "_run_maven", fake_maven(calls))
     libs = install_kafka_jars("4.1.1")
     assert len(calls) == 1
     assert sorted(path.name for path in libs.iterdir()) == ["kafka_2.13-4.1.1.jar"]
@@ -461,8 +464,8 @@ def test_second_install_downloads_nothing(broker_bootstrap, monkeypatch):
     def no_subprocess(*args, **kwargs):
         raise AssertionError(f"install() ran a process although the jars are cached: {args}")
 
-    monkeypatch.setattr(stream.devtools.broker.subprocess, "run", no_subprocess)
-    monkeypatch.setattr(stream.devtools.broker.subprocess, "Popen", no_subprocess)
-    monkeypatch.setattr(stream.devtools.broker.shutil, "which", lambda name: None)
+    monkeypatch.setattr(stream.devtools.kafka_install.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(stream.devtools.kafka_install.subprocess, "Popen", no_subprocess)
+    monkeypatch.setattr(stream.devtools.kafka_install.shutil, "which", lambda name: None)
     assert broker.install() == libs
     assert (libs / f"kafka_2.13-{broker.kafka_version}.jar").is_file()
