@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import abc
 import heapq
+import itertools
 import math
 import struct
 import time
@@ -70,9 +71,9 @@ from state.errors import CorruptStateError, StateError
 TS_SIZE: Final = 8
 
 
-YIELD_MASK = 255
+YIELD_EVERY: Final = 256
 """:meth:`FrozenOverlay.stage_into` runs in the checkpoint's thread; every 256 entries it sleeps
-for 0 s, which releases the GIL, so the processing loop waits at most that long (0.5-1 ms) for
+for 0 s, which releases the GIL, so the processing loop waits at most that long (0.2-0.5 ms) for
 it instead of Python's 5 ms switch interval."""
 
 
@@ -300,27 +301,32 @@ class FrozenOverlay:
 
     def stage_into(self, batch: rocksdict.WriteBatch) -> None:
         """Add the changes and the count to ``batch`` (a raw-mode WriteBatch). Reads only."""
+        put, delete = batch.put, batch.delete
         entry_prefix, time_prefix, fresh = self.layout.entry_prefix, self.layout.time_prefix, self.fresh
-        for n, (event_id, entry) in enumerate(self.entries.items()):
-            if not n & YIELD_MASK:
-                time.sleep(0)  # let the processing loop's thread take the GIL (see YIELD_MASK)
-            raw_id = event_id.encode("utf-8")
-            if entry is TOMBSTONE:
-                batch.delete(entry_prefix + raw_id)
-            else:
+        pack, from_bytes = _pack_double, _from_bytes
+        entries = iter(self.entries.items())
+        while chunk := list(itertools.islice(entries, YIELD_EVERY)):
+            time.sleep(0)  # let the processing loop's thread take the GIL (see YIELD_EVERY)
+            for event_id, entry in chunk:  # encode_ts inlined: this runs once per entry
+                raw_id = event_id.encode("utf-8")
+                if entry is TOMBSTONE:
+                    delete(entry_prefix + raw_id)
+                    continue
                 ts, value = entry  # type: ignore[misc]
-                ts8 = encode_ts(ts)
-                batch.put(entry_prefix + raw_id, ts8 + value)
+                bits = from_bytes(pack(ts), "big")
+                ts8 = (bits | _SIGN_BIT if bits < _SIGN_BIT else bits ^ _ALL_BITS).to_bytes(8, "big")
+                put(entry_prefix + raw_id, ts8 + value)
                 if event_id in fresh:  # its index put is implied (see the module docstring)
-                    batch.put(time_prefix + ts8 + raw_id, b"")
-        for n, (key, is_put) in enumerate(self.index_changes.items()):
-            if not n & YIELD_MASK:
-                time.sleep(0)
-            if is_put:
-                batch.put(key, b"")
-            else:
-                batch.delete(key)
-        batch.put(self.layout.count_key, _U64.pack(self.count))
+                    put(time_prefix + ts8 + raw_id, b"")
+        changes = iter(self.index_changes.items())
+        while index_chunk := list(itertools.islice(changes, YIELD_EVERY)):
+            time.sleep(0)
+            for key, is_put in index_chunk:
+                if is_put:
+                    put(key, b"")
+                else:
+                    delete(key)
+        put(self.layout.count_key, _U64.pack(self.count))
 
 
 class RocksExpiringStore(ExpiringStore):
