@@ -424,6 +424,12 @@ class StateStore:
             pending_commit._state = CommitState.ABORTED
 
     @property
+    def changes(self) -> int:
+        """Event ids changed in ``pending`` and ``learned`` since the last :meth:`begin_commit`:
+        about what the next checkpoint's batch holds."""
+        return self._pending.overlay_size + self._learned.overlay_size
+
+    @property
     def commit_in_flight(self) -> PendingCommit | None:
         """The commit between :meth:`begin_commit` and its end or abort, else ``None``."""
         return self._in_flight

@@ -107,6 +107,7 @@ NON_NEGATIVE = {
     ("codec", "max_message_bytes"),
     ("labels", "ttl_s"),
     ("state", "checkpoint_interval_s"),
+    ("state", "checkpoint_max_changes"),
     ("state", "keep"),
     ("processor", "max_batch"),
     ("processor", "poll_timeout_ms"),

@@ -105,6 +105,7 @@ class FeatureSettings:
 class StateSettings:
     dir: str = "riverbed-state"
     checkpoint_interval_s: float = 5.0
+    checkpoint_max_changes: int = 0
     keep: int = 3
 
 

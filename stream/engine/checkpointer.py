@@ -3,8 +3,9 @@
 Recovery contract
 -----------------
 A checkpoint is made every ``[state] checkpoint_interval_s`` *when something changed* (records
-were applied since the last one: an idle processor writes none), at clean shutdown and when
-``--exit-when-idle`` fires:
+were applied since the last one: an idle processor writes none), sooner once ``[state]
+checkpoint_max_changes`` changes wait (:mod:`stream.engine.checkpoint_schedule`), at clean
+shutdown and when ``--exit-when-idle`` fires:
 
 1. **Snapshot**, on the loop (the only pause): wait for a previous checkpoint still landing,
    take an output barrier, pickle and seal the models and the label-request sampler
@@ -236,6 +237,8 @@ class Checkpointer:
         self.written = 0
         self.changed = changed
         self._landing: asyncio.Future | None = None
+        self.last_pause_s = 0.0
+        """How long the last snapshot paused the loop (the schedule spaces checkpoints by it)."""
 
     def meta(self, fingerprints: bool = False) -> dict:
         meta = checkpoint_meta(self.state, self.spec, len(self.store.pending), fingerprints=fingerprints)
@@ -243,6 +246,16 @@ class Checkpointer:
         if origin is not None:  # where an imported or trained model came from (stream.models)
             meta["origin"] = origin
         return meta
+
+    @property
+    def changes(self) -> int:
+        """Pending-label and learned-id changes the next checkpoint would write (its batch's size)."""
+        return self.store.changes
+
+    @property
+    def landing(self) -> bool:
+        """True while a checkpoint is in flight (snapshot taken, not durable yet)."""
+        return self._landing is not None and not self._landing.done()
 
     @property
     def due(self) -> bool:
@@ -261,7 +274,8 @@ class Checkpointer:
         commit = self.store.begin_commit(meta, blob)
         self.state.applied = 0
         self.changed = False
-        self.telemetry.checkpoint_paused(time.perf_counter() - started)
+        self.last_pause_s = time.perf_counter() - started
+        self.telemetry.checkpoint_paused(self.last_pause_s)
         self._landing = asyncio.ensure_future(self._land(commit, barrier, meta["offsets"], started))
         if wait:
             await self.landed()

@@ -13,6 +13,7 @@ import logging
 import time
 
 from stream.engine.backpressure import Backpressure
+from stream.engine.checkpoint_schedule import CheckpointSchedule
 from stream.engine.checkpointer import Checkpointer
 from stream.engine.decoding import RecordDecoder
 from stream.engine.handlers import RecordHandlers
@@ -58,6 +59,7 @@ class ProcessingLoop:
         poll_timeout_ms: int,
         max_batch: int,
         checkpoint_interval_s: float,
+        checkpoint_max_changes: int = 0,
         exit_when_idle: float | None = None,
         max_buffered_records: int = 0,
     ):
@@ -71,6 +73,7 @@ class ProcessingLoop:
         self.poll_timeout_ms = poll_timeout_ms
         self.max_batch = max_batch
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.checkpoint_max_changes = checkpoint_max_changes
         self.exit_when_idle = exit_when_idle
         self.processed = 0
         self.busy_seconds = 0.0
@@ -87,8 +90,8 @@ class ProcessingLoop:
 
     async def run(self, stop: asyncio.Event) -> int:
         kafka, merge, handlers = self.kafka, self.merge, self.handlers
-        interval = self.checkpoint_interval_s
-        next_checkpoint = time.monotonic() + interval
+        checkpointer = self.checkpointer
+        schedule = CheckpointSchedule(self.checkpoint_interval_s, self.checkpoint_max_changes, time.monotonic())
         idle_since = time.monotonic()
         first_at: float | None = None
         published_at = 0.0
@@ -122,13 +125,13 @@ class ProcessingLoop:
                 # With input already fetched, fetch and submit return without suspending: let
                 # the other tasks run between slices (see PROCESS_SLICE_S).
                 await asyncio.sleep(0)
-            self.checkpointer.raise_if_failed()
+            checkpointer.raise_if_failed()
             self.output.raise_if_failed()  # e.g. fenced by another instance while idle
-            if now >= next_checkpoint:
-                await self.checkpointer.checkpoint(wait=False)
+            if schedule.due(now, checkpointer.changes, checkpointer.landing):
+                await checkpointer.checkpoint(wait=False)
+                schedule.taken(time.monotonic(), checkpointer.last_pause_s)
                 self.telemetry.publish_models()
                 self.telemetry.publish_lag(kafka.lag(handlers.state.offsets))
-                next_checkpoint = time.monotonic() + interval
             if (
                 self.exit_when_idle is not None
                 and not n

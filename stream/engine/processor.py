@@ -319,7 +319,8 @@ class Processor(StopOnSignal):
         self.loop = loop = ProcessingLoop(
             kafka, decoder, merge, handlers, output, checkpointer, telemetry,
             poll_timeout_ms=cfg.processor.poll_timeout_ms, max_batch=cfg.processor.max_batch,
-            checkpoint_interval_s=cfg.state.checkpoint_interval_s, exit_when_idle=self.exit_when_idle,
+            checkpoint_interval_s=cfg.state.checkpoint_interval_s,
+            checkpoint_max_changes=cfg.state.checkpoint_max_changes, exit_when_idle=self.exit_when_idle,
             max_buffered_records=cfg.processor.max_buffered_records,
         )
         log.info(

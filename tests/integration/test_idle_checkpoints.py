@@ -104,3 +104,34 @@ def test_an_idle_processor_writes_no_checkpoints_and_new_input_is_checkpointed(s
     assert after["counts"] == {**before["counts"], "events": 110, "predictions": 110}
     assert after["pending"] == 10
     assert pending_ids(state_dir, new_ids) == new_ids  # the new events' features are durable
+
+
+def test_enough_changes_trigger_a_checkpoint_before_the_interval(service_config, tmp_path):
+    """``[state] checkpoint_max_changes``: with an interval far beyond the run, a checkpoint is
+    still written once that many pending/learned changes wait (and none is landing); without it,
+    only the final one. Both end in the same counts (every event and label once)."""
+    base = service_config.replace(state={"checkpoint_interval_s": 3600.0})
+    create_all(base)
+    n = 1500
+    produce(base.kafka.bootstrap_servers, base.topics, schedule(rows(n), start_ts=START_TS), progress=False)
+
+    def run(max_changes: int) -> tuple[int, dict]:
+        cfg = base.replace(state={"dir": str(tmp_path / f"state-{max_changes}"), "checkpoint_max_changes": max_changes})
+
+        async def scenario() -> int:
+            processor = Processor(cfg, serve_metrics=False, serve_http=False, exit_when_idle=1.0)
+            await processor.run()  # exits (with a final checkpoint) once caught up and idle
+            return processor.checkpointer.written
+
+        written = asyncio.run(scenario())
+        seq, meta = stored_checkpoints(cfg.state.dir)
+        assert seq == written
+        return written, meta
+
+    written_off, meta_off = run(0)
+    written_on, meta_on = run(100)
+    assert written_off == 1  # the interval never came: only the final checkpoint
+    assert written_on >= 2  # at least one more, triggered by the changes
+    for meta in (meta_off, meta_on):
+        assert meta["counts"]["events"] == meta["counts"]["joined"] == n and meta["pending"] == 0
+    assert meta_on["counts"] == meta_off["counts"]
