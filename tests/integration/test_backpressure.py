@@ -36,8 +36,13 @@ pytestmark = pytest.mark.broker
 N_EVENTS = 50_000
 LIMIT = 2000
 MAX_BATCH = 2000
-#: Peak RSS of the limited run, in MB (measured about 220 MB; the slack covers a noisy machine).
-RSS_BOUND_MB = 300
+#: Peak RSS of the limited run, in MB. Measured (2026-12-04): 200-203 MB against a warm broker,
+#: 260-270 MB right after a freshly started broker (the first tests of `make test`; the same with
+#: the code before the last changes), 312 MB once in a clean-clone CI run. With the buffer
+#: unlimited this run peaks at about 218 MB too: at 100,000 records the buffer assertion below is
+#: what tells backpressure apart; this bound catches the growth of the 520-612 MB kind (before
+#: the periodic full collections, see the module docstring).
+RSS_BOUND_MB = 400
 
 
 def _free_port() -> int:
