@@ -40,8 +40,8 @@ MAX_BATCH = 2000
 #: 260-270 MB right after a freshly started broker (the first tests of `make test`; the same with
 #: the code before the last changes), 312 MB once in a clean-clone CI run. With the buffer
 #: unlimited this run peaks at about 218 MB too: at 100,000 records the buffer assertion below is
-#: what tells backpressure apart; this bound catches the growth of the 520-612 MB kind (before
-#: the periodic full collections, see the module docstring).
+#: what tells backpressure apart; this bound only catches gross growth (e.g. memory that grows
+#: with the records read, as before the periodic full collections: see the module docstring).
 RSS_BOUND_MB = 400
 
 
