@@ -63,8 +63,7 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench.processes import ROOT, load_sections, pin_broker, pinned, pinning, process_cpu_seconds, riverbed_sections, topic_names, unpin_broker
-from bench.processes import child_env as _env
+from bench.processes import ROOT, child_env, load_sections, pin_broker, pinned, pinning, process_cpu_seconds, riverbed_sections, topic_names, unpin_broker
 from bench.scale import markdown as scale_markdown
 from bench.worker import percentiles
 
@@ -163,7 +162,7 @@ def run_row(spec: dict, workdir: Path, timeout: float = 900, cores: list[int] | 
     out = workdir / f"{spec['kind']}-{uuid.uuid4().hex[:8]}.json"
     spec = {**spec, "out": str(out)}
     command = pinned([sys.executable, "-m", "bench.worker", json.dumps(spec)], cores)
-    proc = subprocess.run(command, cwd=ROOT, env=_env(),
+    proc = subprocess.run(command, cwd=ROOT, env=child_env(),
                           stdout=subprocess.DEVNULL, timeout=timeout)  # on timeout the child is killed
     if not out.exists():
         raise RuntimeError(f"row {spec['kind']} exited {proc.returncode} without a result")
@@ -343,7 +342,7 @@ def measure_latency(ctx: dict, preset: str, rate: float, load: float, seconds: f
     pinned_broker = pin_broker(ctx.get("broker_pid"), cores)
     try:
         proc = subprocess.Popen(pinned([sys.executable, "-m", "bench.worker", json.dumps(spec)], riverbed_cores),
-                                cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         watcher = _StderrWatcher(proc, "READY")
         if not watcher.seen.wait(120):
             proc.kill()
@@ -479,7 +478,7 @@ def measure_soak(ctx: dict, preset: str, rate: float, n: int, sample_s: float) -
     mark = SOAK_RSS_MARK if n > SOAK_RSS_MARK else n // 2
     spec = {"kind": "riverbed_soak", "config": sections, "target": 2 * n, "rss_mark": mark, "sample_s": sample_s,
             "out": str(out)}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=ROOT, env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=ROOT, env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     watcher = _StderrWatcher(proc, "READY")
     if not watcher.seen.wait(120):
@@ -535,7 +534,7 @@ def measure_recovery(ctx: dict, preset: str, topics: dict, rate: float) -> dict:
     expected = n / rate
     kill_after = min(max(interval + 1.0, 0.5 * expected), 0.7 * expected)
 
-    first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+    first = subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     watcher = _StderrWatcher(first, "consuming", forward=False)
     if not watcher.seen.wait(120):
@@ -558,7 +557,7 @@ def measure_recovery(ctx: dict, preset: str, topics: dict, rate: float) -> dict:
     consumer.seek(tp, high)
     consumer.poll(timeout_ms=100)  # connect before the clock starts
     restarted_at = time.time()
-    second = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+    second = subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     watcher2 = _StderrWatcher(second, "consuming", forward=False)
     first_new = None
@@ -933,7 +932,7 @@ def main(argv=None) -> int:
         from bench.worker import PROFILE_ENV
 
         args.profile.mkdir(parents=True, exist_ok=True)
-        os.environ[PROFILE_ENV] = str(args.profile.resolve())  # the workers inherit it (see _env)
+        os.environ[PROFILE_ENV] = str(args.profile.resolve())  # the workers inherit it (see child_env)
         say(f"profiling every row's worker into {args.profile}/ (rates are slower under cProfile)")
     say(f"riverbed benchmark: {args.events:,} events per row, models {args.models}, rows {args.rows}")
     results = run(args)

@@ -8,6 +8,7 @@ the other.
 
 from __future__ import annotations
 
+import pathlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ class CheckpointReader:
         or a checkpoint key is malformed.
     """
 
-    def __init__(self, db: rocksdict.Rdict, path: Any, files: CheckpointFiles) -> None:
+    def __init__(self, db: rocksdict.Rdict, path: pathlib.Path, files: CheckpointFiles) -> None:
         self._db = db
         self._path = path
         self._files = files

@@ -103,7 +103,7 @@ def test_security_keys_come_from_the_callers_environment_without_the_password(mo
     sections = suite.riverbed_sections(ctx, suite.topic_names("t"), "/tmp/x", "logreg")
     assert sections["kafka"]["sasl_mechanism"] == "SCRAM-SHA-512"
     assert "pw-not-in-any-spec" not in json.dumps(sections)
-    env = suite._env()  # the worker processes' environment
+    env = suite.child_env()  # the worker processes' environment
     assert env["RIVERBED_KAFKA_SASL_PASSWORD"] == "pw-not-in-any-spec"
     assert "RIVERBED_KAFKA_SECURITY_PROTOCOL" not in env  # the specs carry the settings
 
