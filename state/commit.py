@@ -30,6 +30,7 @@ from state.database import (
 )
 from state.errors import DiskFullError, StateError
 from state.pending import FrozenOverlay
+from state.release import release_in_steps
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class PendingCommit:
         self._layers = layers
         self._lock = threading.Lock()  # held by write(); close() waits on it
         self._state = CommitState.BEGUN
+        self._garbage: list[Any] = []
+        """Set by ``end_commit``: the committing layer's containers, for :meth:`release`."""
 
     def write(self) -> None:
         """Write the checkpoint batch (synced). May run in any thread; again only after a failure.
@@ -170,6 +173,16 @@ class PendingCommit:
             f"{what}: {exc}; check free disk space and permissions, then restart riverbed "
             f"(nothing is lost: {resumes})"
         )
+
+    def release(self) -> int:
+        """Free the landed committing layer's memory in steps; return how many items went.
+
+        Call it after ``end_commit``, in any thread (the checkpoint's thread, so that the
+        processing loop's thread does not stop for it: see :mod:`state.release`). Nothing to do
+        before ``end_commit`` or a second time.
+        """
+        garbage, self._garbage = self._garbage, []
+        return release_in_steps(garbage)
 
     @property
     def written(self) -> bool:

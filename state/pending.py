@@ -62,7 +62,7 @@ import math
 import struct
 import time
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import rocksdict
 
@@ -517,13 +517,21 @@ class RocksExpiringStore(ExpiringStore):
         # The heap keeps the committing layer's puts: expire() still finds them there.
         return frozen
 
-    def mark_committed(self) -> None:
-        """The committing layer's batch is durable: the database now holds it; drop it."""
+    def mark_committed(self) -> list[Any]:
+        """The committing layer's batch is durable: the database now holds it; drop it.
+
+        Returns the containers nobody uses any more (the layer's and the expiry heap that still
+        held its entries) for the caller to free, e.g. in steps in another thread
+        (:func:`state.release.release_in_steps`): freeing them here, at once, held the GIL for
+        several milliseconds per 30,000 entries (see :mod:`state.release`).
+        """
         frozen = self._require_frozen("mark as committed")
         self._frozen = None
         self._committed_count = frozen.count
         self._db_expired_below = None  # the database changed under the incremental scan
+        old_heap = self._overlay_by_time
         self._rebuild_heap()
+        return [old_heap, frozen.entries, frozen.index_changes, frozen.fresh]
 
     def unfreeze(self) -> None:
         """The commit failed: merge the committing layer back under the overlay (overlay wins).

@@ -371,7 +371,9 @@ class StateStore:
     def end_commit(self, pending_commit: PendingCommit) -> Checkpoint:
         """Finish a commit whose :meth:`PendingCommit.write` succeeded.
 
-        Drops the committing layer (the database holds it now).
+        Drops the committing layer (the database holds it now). Its memory is freed when
+        ``pending_commit`` goes, or earlier, in steps and in any thread, by
+        :meth:`PendingCommit.release`.
 
         Returns
         -------
@@ -390,8 +392,7 @@ class StateStore:
                     f"cannot end checkpoint {pending_commit.seq} of {self.path}: it was not "
                     f"written; call its write() first, or abort_commit if the write failed"
                 )
-            self._pending.mark_committed()
-            self._learned.mark_committed()
+            pending_commit._garbage = self._pending.mark_committed() + self._learned.mark_committed()
             self._checkpoints.committed(
                 pending_commit.seq, pending_commit._kept, pending_commit._pruned
             )

@@ -299,6 +299,9 @@ class Checkpointer:
                 await self.commit_offsets(offsets)
             except Exception as exc:  # lag reporting only: the checkpoint is the truth
                 log.warning("could not commit offsets to the consumer group: %s", exc)
+        # Free the landed layer in the worker thread, in steps: on the loop it stopped
+        # processing for 5-10 ms per 30,000 changes (state.release).
+        await asyncio.to_thread(commit.release)
 
     async def landed(self) -> None:
         """Wait for the checkpoint in flight, if any; raise what made it fail."""

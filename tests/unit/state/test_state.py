@@ -1361,6 +1361,7 @@ def test_two_phase_commit_against_a_reference_model(store_path: pathlib.Path, wh
     snapshot: dict[str, tuple[float, bytes]] = {}
     seq = 0
     ended = aborted = 0
+    releaser: threading.Thread | None = None
     for step in range(4000):
         now = step // 4
         event_id = f"id{rng.randrange(150)}"
@@ -1398,6 +1399,12 @@ def test_two_phase_commit_against_a_reference_model(store_path: pathlib.Path, wh
             seq += 1
             ended += 1
             assert ckpt.seq == seq
+            if releaser is not None:
+                releaser.join()
+            # as the checkpointer does: free the landed layer in another thread while the
+            # store goes on (it must read nothing of what is freed)
+            releaser = threading.Thread(target=pending_commit.release)
+            releaser.start()
             pending_commit = None
             if ended % 4 == 0:  # a fresh read-only open sees the state as of begin_commit
                 assert stored_entries(store_path, which) == snapshot
